@@ -1,0 +1,45 @@
+#include "block.h"
+
+#include <torch/torch.h>
+
+namespace shc {
+
+SHCBlockImpl::SHCBlockImpl(const ModelConfig& cfg, int64_t layer)
+    : layer_(layer), eps_(cfg.norm_eps) {
+  attn_hc = register_module("attn_hc", HyperConnection(cfg, 2 * layer));
+  ffn_hc = register_module("ffn_hc", HyperConnection(cfg, 2 * layer + 1));
+  attn_norm = register_module("attn_norm", RMSNorm(cfg.hidden_dim, cfg.norm_eps));
+  ffn_norm = register_module("ffn_norm", RMSNorm(cfg.hidden_dim, cfg.norm_eps));
+  attn = register_module("attn", MultiHeadAttention(cfg));
+  ffn = register_module("ffn", FeedForward(cfg.hidden_dim, cfg.ffn_dim));
+  if (cfg.adaptive_rank) {
+    rank_selector = register_module(
+        "rank_selector",
+        AdaptiveRankSelector(cfg.n_streams, cfg.n_streams * cfg.hidden_dim, cfg.rank_hidden));
+  }
+}
+
+torch::Tensor SHCBlockImpl::forward(const torch::Tensor& streams, LayerKVCache* cache) {
+  auto s = streams;
+  torch::Tensor x_tilde, mask, n_eff;
+  if (rank_selector) {
+    // One n_eff per token and block, chosen from the block's input state (shared by both
+    // sublayers).
+    x_tilde = normalized_stream_state(s, eps_);
+    auto selection = rank_selector(x_tilde);
+    mask = selection.mask;
+    n_eff = selection.n_eff;
+  }
+
+  auto r = attn_hc->route(s, x_tilde, mask);
+  auto y = attn(attn_norm(attn_hc->read(s, r)), cache);
+  if (observer_) observer_->observe(layer_, Sublayer::kAttention, r, n_eff);
+  s = attn_hc->write(s, y, r);
+
+  r = ffn_hc->route(s, {}, mask);
+  y = ffn(ffn_norm(ffn_hc->read(s, r)));
+  if (observer_) observer_->observe(layer_, Sublayer::kFeedForward, r, n_eff);
+  return ffn_hc->write(s, y, r);
+}
+
+}  // namespace shc

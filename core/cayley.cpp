@@ -1,0 +1,31 @@
+#include "cayley.h"
+
+#include <torch/torch.h>
+
+namespace shc {
+
+torch::Tensor cayley(const torch::Tensor& skew) {
+  const auto n = skew.size(-1);
+  auto eye = torch::eye(n, skew.options()).expand_as(skew);
+  return torch::linalg_solve(eye + skew, eye - skew);
+}
+
+CayleyTransformImpl::CayleyTransformImpl(int64_t n, int64_t k, double init_scale) : n_(n), k_(k) {
+  TORCH_CHECK(n >= 1 && k >= 1, "CayleyTransform needs n >= 1 and k >= 1, got n=", n, " k=", k);
+  auto rows_cols = torch::triu_indices(n, n, /*offset=*/1);
+  upper_index_ = rows_cols[0] * n + rows_cols[1];
+  upper = register_parameter("upper", torch::randn({k, n * (n - 1) / 2}) * init_scale);
+}
+
+torch::Tensor CayleyTransformImpl::skew() const {
+  auto flat = torch::zeros({k_, n_ * n_}, upper.options());
+  auto p = flat.index_copy(1, upper_index_.to(upper.device()), upper).view({k_, n_, n_});
+  return p - p.transpose(1, 2);
+}
+
+torch::Tensor CayleyTransformImpl::forward() {
+  // The solve runs in fp32 even under bf16 autocast: orthogonality is the whole point.
+  return cayley(skew().to(torch::kFloat));
+}
+
+}  // namespace shc

@@ -1,0 +1,37 @@
+// Cayley transform: skew-symmetric A -> orthogonal Q = (I - A)(I + A)^-1 (SHC Eq. 9).
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+namespace shc {
+
+// Batched Cayley transform of skew-symmetric matrices A (..., n, n). Uses a linear solve, never an
+// explicit inverse: (I - A) and (I + A)^-1 commute, so Q = solve(I + A, I - A). I + A is always
+// invertible for real skew-symmetric A (its eigenvalues are 1 + i*lambda), and
+// det Q = det(I - A) / det(I + A) = det((I + A)^T) / det(I + A) = +1.
+torch::Tensor cayley(const torch::Tensor& skew);
+
+// k learnable orthogonal n x n matrices. Each A_i = P_i - P_i^T is built from the n(n-1)/2 free
+// entries of a strict upper triangle, so Cayley(0) = I and a small init_scale starts every Q_i
+// near the identity.
+class CayleyTransformImpl : public torch::nn::Module {
+ public:
+  CayleyTransformImpl(int64_t n, int64_t k = 1, double init_scale = 0.01);
+  // (k, n, n), each exactly orthogonal with det +1 (up to rounding).
+  torch::Tensor forward();
+  // (k, n, n) skew-symmetric generators A_i.
+  torch::Tensor skew() const;
+
+  int64_t n() const { return n_; }
+  int64_t k() const { return k_; }
+
+  torch::Tensor upper;  // (k, n(n-1)/2) free parameters
+
+ private:
+  int64_t n_, k_;
+  torch::Tensor upper_index_;  // flat indices of the strict upper triangle of an n x n matrix
+};
+TORCH_MODULE(CayleyTransform);
+
+}  // namespace shc

@@ -1,0 +1,25 @@
+// RMSNorm (Zhang & Sennrich 2019), always computed in fp32 whatever the input dtype.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+namespace shc {
+
+// y = x / sqrt(mean(x^2) + eps) over the last dimension, in fp32.
+torch::Tensor rms_normalize(const torch::Tensor& x, double eps);
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  explicit RMSNormImpl(int64_t dim, double eps = 1e-6);
+  // Same shape and dtype as x; the statistics and the gain are applied in fp32.
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::Tensor weight;  // (dim), initialised to 1
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RMSNorm);
+
+}  // namespace shc

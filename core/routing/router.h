@@ -1,0 +1,44 @@
+// The part of a hyper-connection that differs between residual kinds: how the per-token
+// matrices H_pre (n), H_post (n) and H_res (n x n) are made from x~ = RMSNorm(vec S) (SPEC §4.1).
+// Each kind lives in its own file; HyperConnection (../hyper_connection.h) holds the rest.
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <memory>
+
+#include "../config.h"
+
+namespace shc {
+
+struct Routing {
+  torch::Tensor pre;          // (..., n)     H_pre: how much each stream feeds the sublayer
+  torch::Tensor post;         // (..., n)     H_post: how much of the sublayer output each receives
+  torch::Tensor res;          // (..., n, n)  H_res: stream mixing
+  torch::Tensor mix_weights;  // (..., K)     alpha of the Cayley mixture (shc only)
+  torch::Tensor stream_mask;  // (..., n)     prefix mask from the rank selector (when enabled)
+};
+
+class RouterImpl : public torch::nn::Module {
+ public:
+  // x_tilde: (..., n*d) fp32, the normalised stream state of each token.
+  virtual Routing route(const torch::Tensor& x_tilde) = 0;
+
+  // The H_res path alone, split in two so the routing benchmark times exactly the model's code:
+  // the per-token coefficient projection x~ W_res^T ...
+  virtual torch::Tensor residual_coefficients(const torch::Tensor& x_tilde) = 0;
+  // ... and the construction of H_res (..., n, n) from those coefficients.
+  virtual torch::Tensor residual_from_coefficients(const torch::Tensor& coefficients) = 0;
+};
+
+// The router for cfg.residual at sublayer depth `depth` (0-based over all sublayers); nullptr for
+// the plain residual, which has nothing to route.
+std::shared_ptr<RouterImpl> make_router(const ModelConfig& cfg, int64_t depth);
+
+// Static H_pre pattern of the HC paper: the sublayer at depth l reads mainly stream l mod n.
+torch::Tensor depth_one_hot(int64_t n, int64_t depth);
+// The same pattern as bias logits of a sigmoid gate: sigmoid(+3) = 0.95 for stream l mod n,
+// sigmoid(-3) = 0.05 for the others.
+torch::Tensor depth_read_logits(int64_t n, int64_t depth);
+
+}  // namespace shc

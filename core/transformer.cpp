@@ -1,0 +1,196 @@
+#include "transformer.h"
+
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <limits>
+
+namespace shc {
+
+SHCTransformerImpl::SHCTransformerImpl(ModelConfig cfg) : cfg_(std::move(cfg)) {
+  cfg_.validate();
+  const int64_t n = cfg_.streams(), d = cfg_.hidden_dim;
+  tok_embeddings = register_module("tok_embeddings", torch::nn::Embedding(cfg_.vocab_size, d));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    blocks_.push_back(SHCBlock(cfg_, l));
+    blocks->push_back(blocks_.back());
+  }
+  if (cfg_.residual != ResidualKind::kResidual) {
+    stream_reducer = register_module("stream_reducer", FactorizedKVCache(n, d, 1));
+    if (cfg_.compressed_streams()) {
+      stream_codec = register_module("stream_codec", FactorizedKVCache(n, d, cfg_.stream_rank));
+    }
+    if (cfg_.stream_offsets) {
+      // Small random offsets break the symmetry of the copied streams from the first step.
+      stream_offsets = register_parameter("stream_offsets", torch::randn({n, d}) * 0.02);
+    }
+  }
+  final_norm = register_module("final_norm", RMSNorm(d, cfg_.norm_eps));
+  if (!cfg_.tie_embeddings) {
+    lm_head = register_module(
+        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(d, cfg_.vocab_size).bias(false)));
+  }
+  init_weights();
+}
+
+void SHCTransformerImpl::init_weights() {
+  // GPT-2 style: N(0, 0.02), output projections of each sublayer scaled by 1/sqrt(2L) so the
+  // residual stream's variance does not grow with depth.
+  torch::NoGradGuard no_grad;
+  const double std = 0.02, out_std = std / std::sqrt(2.0 * cfg_.n_layers);
+  tok_embeddings->weight.normal_(0, std);
+  for (auto& b : blocks_) {
+    b->attn->q_proj->weight.normal_(0, std);
+    b->attn->kv_proj->weight.normal_(0, std);
+    b->attn->o_proj->weight.normal_(0, out_std);
+    b->ffn->gate_up->weight.normal_(0, std);
+    b->ffn->down->weight.normal_(0, out_std);
+  }
+  if (lm_head) lm_head->weight.normal_(0, std);
+}
+
+torch::Tensor SHCTransformerImpl::embed(const torch::Tensor& ids) {
+  auto e = tok_embeddings(ids).unsqueeze(-2);  // (batch, T, 1, d)
+  if (cfg_.residual == ResidualKind::kResidual) return e;
+  auto s = e.expand({-1, -1, cfg_.n_streams, -1});
+  return stream_offsets.defined() ? s + stream_offsets.to(s.scalar_type()) : s.contiguous();
+}
+
+torch::Tensor SHCTransformerImpl::run_block(int64_t i, const torch::Tensor& streams,
+                                            LayerKVCache* cache) {
+  auto s = blocks_.at(i)->forward(streams, cache);
+  // With stream_rank r < n the state crosses block boundaries as C = U^T S (r x d per token).
+  return stream_codec ? stream_codec->decompress(stream_codec->compress(s)) : s;
+}
+
+torch::Tensor SHCTransformerImpl::final_hidden(const torch::Tensor& streams) {
+  auto x = stream_reducer ? stream_reducer->compress(streams).squeeze(-2) : streams.squeeze(-2);
+  return final_norm(x);
+}
+
+torch::Tensor SHCTransformerImpl::head(const torch::Tensor& streams) {
+  auto h = final_hidden(streams);
+  const auto& w = lm_head ? lm_head->weight : tok_embeddings->weight;
+  return torch::matmul(h, w.to(h.scalar_type()).t()).to(torch::kFloat);
+}
+
+torch::Tensor SHCTransformerImpl::forward(const torch::Tensor& ids) {
+  auto s = embed(ids);
+  for (int64_t i = 0; i < cfg_.n_layers; ++i) s = run_block(i, s);
+  return head(s);
+}
+
+torch::Tensor SHCTransformerImpl::forward(const torch::Tensor& ids, const torch::Tensor& labels) {
+  TORCH_CHECK(labels.sizes() == ids.sizes(), "labels must have the shape of ids, got ",
+              labels.sizes(), " vs ", ids.sizes());
+  auto logits = forward(ids);
+  const int64_t t = ids.size(1);
+  auto pred = logits.narrow(1, 0, t - 1).reshape({-1, cfg_.vocab_size});
+  auto target = labels.narrow(1, 1, t - 1).reshape({-1});
+  return torch::nn::functional::cross_entropy(
+      pred, target, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex));
+}
+
+torch::Tensor SHCTransformerImpl::forward_cached(const torch::Tensor& ids, KVCache& cache) {
+  auto s = embed(ids);
+  for (int64_t i = 0; i < cfg_.n_layers; ++i) s = run_block(i, s, &cache.layers[i]);
+  return head(s);
+}
+
+namespace {
+
+// Next token per row from last-position logits (batch, vocab).
+torch::Tensor pick_next(const torch::Tensor& logits, const GenerationOptions& o,
+                        std::optional<at::Generator>& gen) {
+  if (!o.do_sample || o.temperature == 0.0) return logits.argmax(-1);
+  auto l = (logits / o.temperature).to(torch::kFloat).cpu();
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  if (o.top_k > 0 && o.top_k < l.size(-1)) {
+    auto kth = std::get<0>(l.topk(o.top_k, -1)).narrow(-1, o.top_k - 1, 1);
+    l = l.masked_fill(l < kth, neg_inf);
+  }
+  if (o.top_p < 1.0) {
+    auto [sorted, order] = l.sort(-1, /*descending=*/true);
+    auto probs = torch::softmax(sorted, -1);
+    // Drop a token when the mass before it already reaches top_p (the first always stays).
+    auto drop = (probs.cumsum(-1) - probs) >= o.top_p;
+    l = l.scatter(-1, order, sorted.masked_fill(drop, neg_inf));
+  }
+  auto probs = torch::softmax(l, -1);
+  auto next = gen ? torch::multinomial(probs, 1, false, *gen) : torch::multinomial(probs, 1);
+  return next.squeeze(-1).to(logits.device());
+}
+
+}  // namespace
+
+torch::Tensor SHCTransformerImpl::generate(const torch::Tensor& ids,
+                                           const GenerationOptions& options) {
+  TORCH_CHECK(ids.dim() == 2 && ids.size(1) >= 1, "generate: ids must be (batch, T >= 1)");
+  TORCH_CHECK(options.temperature >= 0, "generate: temperature must be >= 0, got ",
+              options.temperature);
+  TORCH_CHECK(options.top_p > 0 && options.top_p <= 1, "generate: top_p must be in (0, 1]");
+  const int64_t total = ids.size(1) + options.max_new_tokens;
+  TORCH_CHECK(total <= cfg_.max_seq_len, "generate: prompt (", ids.size(1), ") + max_new_tokens (",
+              options.max_new_tokens, ") exceeds max_seq_len (", cfg_.max_seq_len, ")");
+  torch::NoGradGuard no_grad;
+  const bool was_training = is_training();
+  eval();
+
+  std::optional<at::Generator> gen;
+  if (options.seed) gen = at::detail::createCPUGenerator(*options.seed);
+  auto weight = tok_embeddings->weight;
+  KVCache cache(cfg_, ids.size(0), total, weight.options());
+  auto last = forward_cached(ids, cache).select(1, -1);
+  auto out = ids;
+  auto finished = torch::zeros({ids.size(0)}, torch::dtype(torch::kBool).device(ids.device()));
+  for (int64_t i = 0; i < options.max_new_tokens; ++i) {
+    auto next = pick_next(last, options, gen).to(ids.scalar_type());
+    if (options.eos_id >= 0) {
+      next = torch::where(finished, torch::full_like(next, options.eos_id), next);
+      finished = finished | (next == options.eos_id);
+    }
+    out = torch::cat({out, next.unsqueeze(1)}, 1);
+    if (options.eos_id >= 0 && finished.all().item<bool>()) break;
+    if (i + 1 < options.max_new_tokens)
+      last = forward_cached(next.unsqueeze(1), cache).select(1, -1);
+  }
+  train(was_training);
+  return out;
+}
+
+void SHCTransformerImpl::set_routing_observer(RoutingObserver* observer) {
+  for (auto& b : blocks_) b->set_observer(observer);
+}
+
+void SHCTransformerImpl::set_rank_temperature(double tau) {
+  for (auto& b : blocks_) {
+    if (b->rank_selector) b->rank_selector->set_temperature(tau);
+  }
+}
+
+int64_t SHCTransformerImpl::num_parameters() const {
+  int64_t total = 0;
+  for (const auto& p : parameters()) total += p.numel();
+  return total;
+}
+
+std::map<std::string, int64_t> SHCTransformerImpl::parameter_breakdown() const {
+  std::map<std::string, int64_t> counts{{"embedding", 0}, {"attention", 0}, {"ffn", 0},
+                                        {"norms", 0},     {"routing", 0},   {"head", 0}};
+  auto category = [](const std::string& name) -> std::string {
+    auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
+    if (has("_hc.") || has("rank_selector") || has("stream_")) return "routing";
+    if (has("_norm")) return "norms";
+    if (has(".attn.")) return "attention";
+    if (has(".ffn.")) return "ffn";
+    if (has("tok_embeddings")) return "embedding";
+    return "head";
+  };
+  for (const auto& item : named_parameters()) counts[category(item.key())] += item.value().numel();
+  return counts;
+}
+
+}  // namespace shc

@@ -1,0 +1,86 @@
+// SHCTransformer: token embedding (tied with the LM head by default) -> S0[i] = e (+ offset_i) ->
+// N x SHCBlock -> stream reduction (FactorizedKVCache, r = 1) -> RMSNorm -> LM head (SPEC §4.2).
+// The streams persist across all blocks, so the composite residual map prod_l H_res(l) has
+// spectral norm <= 1 for shc and mhc.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attention.h"
+#include "block.h"
+#include "config.h"
+#include "factorized_cache.h"
+#include "rms_norm.h"
+
+namespace shc {
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 64;
+  double temperature = 1.0;  // 0 (or do_sample = false) is greedy decoding
+  int64_t top_k = 0;         // keep the k most likely tokens; 0 = off
+  double top_p = 1.0;        // nucleus sampling mass; 1 = off
+  bool do_sample = true;
+  int64_t eos_id = -1;           // a row stops (and is padded with eos) once it emits it; -1 = none
+  std::optional<uint64_t> seed;  // sampling RNG seed; unset = the global torch generator
+};
+
+// Label value that contributes nothing to the loss.
+constexpr int64_t kIgnoreIndex = -100;
+
+class SHCTransformerImpl : public torch::nn::Module {
+ public:
+  explicit SHCTransformerImpl(ModelConfig cfg);
+
+  // ids (batch, T) int64 -> logits (batch, T, vocab) fp32.
+  torch::Tensor forward(const torch::Tensor& ids);
+  // Mean next-token cross entropy: position t predicts labels[t + 1] (the shift happens here,
+  // once); labels equal to kIgnoreIndex are skipped. labels has the shape of ids.
+  torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& labels);
+  // Incremental forward: appends ids' keys/values to `cache` (positions continue from it).
+  torch::Tensor forward_cached(const torch::Tensor& ids, KVCache& cache);
+  // KV-cached decoding; returns (batch, T + generated) ids.
+  torch::Tensor generate(const torch::Tensor& ids, const GenerationOptions& options = {});
+
+  // The units a sharded runtime executes one at a time: embed -> block(i) -> head.
+  torch::Tensor embed(const torch::Tensor& ids);  // (batch, T, n, d)
+  torch::Tensor run_block(int64_t i, const torch::Tensor& streams, LayerKVCache* cache = nullptr);
+  torch::Tensor head(const torch::Tensor& streams);          // logits (batch, T, vocab) fp32
+  torch::Tensor final_hidden(const torch::Tensor& streams);  // (batch, T, d) after the final norm
+
+  const ModelConfig& config() const { return cfg_; }
+  const std::vector<SHCBlock>& block_list() const { return blocks_; }
+  void set_routing_observer(RoutingObserver* observer);
+  // Gumbel-softmax temperature of every rank selector (the trainer anneals it).
+  void set_rank_temperature(double tau);
+
+  int64_t num_parameters() const;
+  // Parameter counts by component: embedding, attention, ffn, norms, routing, head.
+  std::map<std::string, int64_t> parameter_breakdown() const;
+
+  torch::nn::Embedding tok_embeddings{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+  FactorizedKVCache stream_reducer{nullptr};  // n -> 1 after the last block (not for residual)
+  FactorizedKVCache stream_codec{nullptr};    // n <-> r between blocks (stream_rank < n)
+  RMSNorm final_norm{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // only when embeddings are not tied
+  torch::Tensor stream_offsets;        // (n, d) only with cfg.stream_offsets
+
+ private:
+  void init_weights();
+
+  ModelConfig cfg_;
+  std::vector<SHCBlock> blocks_;
+};
+TORCH_MODULE(SHCTransformer);
+
+}  // namespace shc

@@ -1,0 +1,24 @@
+// Process-wide logging (SPEC §8). Everything logs through BOOST_LOG_TRIVIAL(level); this file
+// only decides where records go: rank 0 (or every rank) to stderr, every rank to its own file.
+#pragma once
+
+#include <string>
+
+namespace shc::jobs {
+
+// Console sink on stderr, lines like "[2026-11-22 05:50:01.123] [rank 0] info: message".
+// Only rank 0 writes to the console unless all_ranks_to_console. level is trace, debug, info,
+// warning, error or fatal (throws std::invalid_argument otherwise) and filters every sink.
+// Calling it again replaces the previous console sink and level.
+void init_logging(int rank, const std::string& level, bool all_ranks_to_console);
+
+// Also write every record of this process to run_dir/logs/rank<R>.log (directories created,
+// appended to on resume, flushed per record so a crash loses nothing). A second call moves the
+// file sink to the new path. Throws std::runtime_error when the file cannot be opened.
+void add_rank_log_file(const std::string& run_dir, int rank);
+
+// This process's rank as the launcher announces it, before MPI is initialised: the first of
+// OMPI_COMM_WORLD_RANK, PMI_RANK, PMIX_RANK, SLURM_PROCID that is set to a number, else 0.
+int rank_from_environment();
+
+}  // namespace shc::jobs

@@ -1,0 +1,286 @@
+// Whole-model properties for every residual kind (SPEC §11): causality, KV-cached decoding equal to
+// the full forward pass, gradients reaching every parameter, the loss shift, generation options,
+// and the routing statistics at initialisation.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <string>
+
+#include "core/routing_analyzer.h"
+#include "core/transformer.h"
+
+namespace shc {
+namespace {
+
+struct Variant {
+  std::string name;
+  ModelConfig cfg;
+};
+
+ModelConfig small_config(ResidualKind kind) {
+  ModelConfig c;
+  c.name = "test";
+  c.vocab_size = 61;
+  c.hidden_dim = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.ffn_dim = 48;
+  c.max_seq_len = 32;
+  c.residual = kind;
+  c.n_streams = 4;
+  c.k_mixture = 3;
+  c.top_k = 2;
+  c.sinkhorn_iters = 20;
+  return c;
+}
+
+std::vector<Variant> variants() {
+  std::vector<Variant> v;
+  v.push_back({"residual", small_config(ResidualKind::kResidual)});
+  v.push_back({"hc", small_config(ResidualKind::kHC)});
+  v.push_back({"mhc", small_config(ResidualKind::kMHC)});
+  v.push_back({"shc", small_config(ResidualKind::kSHC)});
+  auto adaptive = small_config(ResidualKind::kSHC);
+  adaptive.adaptive_rank = true;
+  v.push_back({"shc_adaptive_rank", adaptive});
+  auto compressed = small_config(ResidualKind::kSHC);
+  compressed.stream_rank = 2;
+  compressed.stream_offsets = true;
+  compressed.n_kv_heads = 2;  // grouped-query attention
+  compressed.tie_embeddings = false;
+  v.push_back({"shc_rank2_gqa_untied", compressed});
+  return v;
+}
+
+// Moves every parameter away from its (often zero) initial value so that the dynamic routing paths
+// are active: otherwise causality and caching would hold trivially.
+SHCTransformer perturbed_model(const ModelConfig& cfg, uint64_t seed) {
+  torch::manual_seed(seed);
+  SHCTransformer m(cfg);
+  torch::NoGradGuard g;
+  for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.1);
+  return m;
+}
+
+void PrintTo(const Variant& v, std::ostream* os) {
+  *os << v.name;
+}
+
+class ModelKinds : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(ModelKinds, CausalPerToken) {
+  auto m = perturbed_model(GetParam().cfg, 10);
+  m->eval();
+  torch::NoGradGuard g;
+  auto ids = torch::randint(61, {2, 20});
+  auto base = m->forward(ids);
+  for (int64_t t : {0, 7, 18}) {
+    auto changed = ids.clone();
+    changed.narrow(1, t + 1, 20 - t - 1).random_(61);
+    auto out = m->forward(changed);
+    const double diff =
+        (out.narrow(1, 0, t + 1) - base.narrow(1, 0, t + 1)).abs().max().item<double>();
+    EXPECT_LE(diff, 1e-6) << "logits at positions <= " << t << " changed";
+    // The change must be visible later, or the test proves nothing.
+    EXPECT_GT(
+        (out.narrow(1, t + 1, 19 - t) - base.narrow(1, t + 1, 19 - t)).abs().max().item<double>(),
+        1e-4);
+  }
+}
+
+TEST_P(ModelKinds, CachedDecodingEqualsFullForward) {
+  auto m = perturbed_model(GetParam().cfg, 11);
+  m->eval();
+  torch::NoGradGuard g;
+  auto ids = torch::randint(61, {3, 16});
+  auto full = m->forward(ids);
+  KVCache cache(m->config(), 3, 16, torch::kFloat);
+  // Prefill 5, then a chunk of 3 (offset mask path), then one token at a time.
+  std::vector<torch::Tensor> pieces{m->forward_cached(ids.narrow(1, 0, 5), cache),
+                                    m->forward_cached(ids.narrow(1, 5, 3), cache)};
+  for (int64_t t = 8; t < 16; ++t) pieces.push_back(m->forward_cached(ids.narrow(1, t, 1), cache));
+  auto cached = torch::cat(pieces, 1);
+  EXPECT_EQ(cache.length(), 16);
+  EXPECT_LE((cached - full).abs().max().item<double>(), 1e-4);
+}
+
+TEST_P(ModelKinds, GreedyGenerationFollowsFullForwardArgmax) {
+  auto m = perturbed_model(GetParam().cfg, 12);
+  GenerationOptions o;
+  o.max_new_tokens = 8;
+  o.temperature = 0.0;  // greedy, must not divide by zero
+  auto out = m->generate(torch::randint(61, {2, 4}), o);
+  ASSERT_EQ(out.sizes(), (std::vector<int64_t>{2, 12}));
+  torch::NoGradGuard g;
+  m->eval();
+  auto logits = m->forward(out);
+  auto expected = logits.narrow(1, 3, 8).argmax(-1);
+  EXPECT_TRUE(torch::equal(out.narrow(1, 4, 8), expected));
+}
+
+TEST_P(ModelKinds, EveryParameterGetsAFiniteGradient) {
+  auto m = perturbed_model(GetParam().cfg, 13);
+  m->train();
+  auto ids = torch::randint(61, {2, 12});
+  m->forward(ids, ids).backward();
+  for (const auto& item : m->named_parameters()) {
+    const auto& grad = item.value().grad();
+    ASSERT_TRUE(grad.defined()) << item.key() << " has no gradient";
+    EXPECT_TRUE(torch::isfinite(grad).all().item<bool>()) << item.key();
+    EXPECT_GT(grad.abs().sum().item<double>(), 0.0) << item.key() << " gradient is zero";
+  }
+}
+
+TEST_P(ModelKinds, LossIsShiftedMeanCrossEntropyWithIgnoreIndex) {
+  auto m = perturbed_model(GetParam().cfg, 14);
+  m->eval();  // deterministic rank selection, so both forward passes see the same model
+  torch::NoGradGuard g;
+  auto ids = torch::randint(61, {2, 10});
+  auto labels = ids.clone();
+  labels[0][4] = kIgnoreIndex;
+  auto logp = torch::log_softmax(m->forward(ids), -1);
+  double sum = 0;
+  int count = 0;
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t t = 0; t + 1 < 10; ++t) {
+      const int64_t target = labels[b][t + 1].item<int64_t>();
+      if (target == kIgnoreIndex) continue;
+      sum -= logp[b][t][target].item<double>();
+      ++count;
+    }
+  }
+  EXPECT_NEAR(m->forward(ids, labels).item<double>(), sum / count, 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, ModelKinds, ::testing::ValuesIn(variants()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(Generation, RowsStopIndependentlyAtEos) {
+  auto m = perturbed_model(small_config(ResidualKind::kSHC), 20);
+  auto prompt = torch::randint(61, {2, 3});
+  GenerationOptions o;
+  o.max_new_tokens = 10;
+  o.do_sample = false;
+  auto free_run = m->generate(prompt, o);
+  // Make row 0's first generated token the EOS: row 0 stops at once, row 1 must be unaffected
+  // until it emits that token itself.
+  o.eos_id = free_run[0][3].item<int64_t>();
+  auto out = m->generate(prompt, o);
+  EXPECT_TRUE((out[0].narrow(0, 3, out.size(1) - 3) == o.eos_id).all().item<bool>());
+  for (int64_t t = 3; t < out.size(1); ++t) {
+    EXPECT_EQ(out[1][t].item<int64_t>(), free_run[1][t].item<int64_t>());
+    if (free_run[1][t].item<int64_t>() == o.eos_id) break;
+  }
+}
+
+TEST(Generation, SamplingIsSeededAndRespectsTopK) {
+  auto m = perturbed_model(small_config(ResidualKind::kSHC), 21);
+  GenerationOptions o;
+  o.max_new_tokens = 6;
+  o.temperature = 0.8;
+  o.top_k = 1;  // top-1 sampling is greedy
+  o.seed = 7;
+  auto prompt = torch::randint(61, {2, 3});
+  GenerationOptions greedy = o;
+  greedy.do_sample = false;
+  EXPECT_TRUE(torch::equal(m->generate(prompt, o), m->generate(prompt, greedy)));
+  o.top_k = 0;
+  o.top_p = 0.9;
+  EXPECT_TRUE(torch::equal(m->generate(prompt, o), m->generate(prompt, o)));
+}
+
+TEST(Generation, RejectsPromptsBeyondMaxSeqLen) {
+  SHCTransformer m(small_config(ResidualKind::kSHC));
+  GenerationOptions o;
+  o.max_new_tokens = 30;
+  try {
+    m->generate(torch::zeros({1, 5}, torch::kLong), o);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("exceeds max_seq_len (32)"),
+              std::string::npos)
+        << e.what_without_backtrace();
+  }
+}
+
+TEST(RoutingAtInit, ResidualMapsStartNearIdentityAndStayBounded) {
+  // Max abs row / column sum of the composite prod H_res over depth ("Amax" of mHC):
+  //  hc  - exactly I at init (zero dynamic weights, static part I);
+  //  mhc - doubly stochastic, so every row and column sums to 1;
+  //  shc - orthogonal mixtures near I; the l-inf norm of an orthogonal matrix may exceed 1
+  //        (up to sqrt(n)), only its spectral norm is bounded.
+  const std::vector<std::pair<ResidualKind, double>> cases{
+      {ResidualKind::kHC, 1e-6}, {ResidualKind::kMHC, 2e-3}, {ResidualKind::kSHC, 0.15}};
+  for (auto [kind, gain_tolerance] : cases) {
+    torch::manual_seed(30);
+    SHCTransformer m(small_config(kind));
+    RoutingAnalyzer analyzer(m);
+    analyzer.analyze_batch(torch::randint(61, {2, 16}));
+    EXPECT_EQ(analyzer.tokens_seen(), 32);
+    for (const auto& s : analyzer.sublayers()) {
+      EXPECT_EQ(s.spectral_norm.count, 32);
+      EXPECT_NEAR(s.spectral_norm.max, 1.0, 1e-2) << to_string(kind);
+      EXPECT_NEAR(s.composite_row_gain.max, 1.0, gain_tolerance) << to_string(kind);
+      EXPECT_NEAR(s.composite_col_gain.max, 1.0, gain_tolerance) << to_string(kind);
+    }
+  }
+}
+
+TEST(RoutingAnalyzer, ReportsMixtureAndRankStatistics) {
+  auto cfg = small_config(ResidualKind::kSHC);
+  cfg.adaptive_rank = true;
+  auto m = perturbed_model(cfg, 31);
+  RoutingAnalyzer analyzer(m);
+  analyzer.analyze_batch(torch::randint(61, {3, 10}));
+  analyzer.analyze_batch(torch::randint(61, {1, 7}));  // any batch size
+  for (const auto& s : analyzer.sublayers()) {
+    EXPECT_LE(s.spectral_norm.max, 1.0 + 1e-5);
+    int64_t kept = 0, tokens = 0;
+    for (auto c : s.selection_counts) kept += c;
+    for (auto c : s.n_eff_histogram) tokens += c;
+    EXPECT_EQ(kept, 37 * cfg.top_k);
+    EXPECT_EQ(tokens, 37);
+    EXPECT_GE(s.alpha_entropy.min, 0.0);
+    EXPECT_LE(s.alpha_entropy.max, std::log(double(cfg.top_k)) + 1e-6);
+  }
+  EXPECT_NE(analyzer.to_json().find("\"composite_row_gain\""), std::string::npos);
+}
+
+TEST(AdaptiveRankModel, EveryNEffWorksMixedInOneBatchAndTrainsTheSelector) {
+  auto cfg = small_config(ResidualKind::kSHC);
+  cfg.adaptive_rank = true;
+  auto m = perturbed_model(cfg, 40);
+  // A strongly input-dependent selector with no preferred rank spreads n_eff over 1..4 within a
+  // batch; the histogram proves every value occurred.
+  {
+    torch::NoGradGuard g;
+    for (const auto& b : m->block_list()) {
+      b->rank_selector->hidden->weight.normal_(0, 3.0);
+      b->rank_selector->out->weight.normal_(0, 3.0);
+      b->rank_selector->layer_bias.zero_();
+    }
+  }
+  RoutingAnalyzer analyzer(m);
+  analyzer.analyze_batch(torch::randint(61, {4, 32}));
+  std::vector<int64_t> hist(4, 0);
+  for (const auto& s : analyzer.sublayers()) {
+    for (size_t i = 0; i < 4; ++i) hist[i] += s.n_eff_histogram[i];
+    EXPECT_LE(s.spectral_norm.max, 1.0 + 1e-5);  // P H P + (I - P) stays bounded
+  }
+  for (size_t i = 0; i < 4; ++i) EXPECT_GT(hist[i], 0) << "n_eff = " << i + 1 << " never chosen";
+
+  m->train();
+  auto ids = torch::randint(61, {4, 32});
+  auto loss = m->forward(ids, ids);
+  ASSERT_TRUE(std::isfinite(loss.item<double>()));
+  loss.backward();
+  for (const auto& b : m->block_list()) {
+    for (const auto& p : b->rank_selector->parameters()) {
+      EXPECT_GT(p.grad().abs().sum().item<double>(), 0.0);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace shc
