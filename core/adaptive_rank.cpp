@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "precision.h"
+
 namespace shc {
 
 namespace {
@@ -19,7 +21,7 @@ AdaptiveRankSelectorImpl::AdaptiveRankSelectorImpl(int64_t n, int64_t hidden_dim
 }
 
 torch::Tensor AdaptiveRankSelectorImpl::logits(const torch::Tensor& x) {
-  return out(torch::silu(hidden(x.to(torch::kFloat)))) + layer_bias;
+  return out(torch::silu(hidden(at_least_fp32(x)))) + layer_bias;
 }
 
 torch::Tensor prefix_mask_from_one_hot(const torch::Tensor& one_hot) {

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "precision.h"
+
 #include <cmath>
 
 namespace shc {
@@ -19,13 +21,13 @@ KVCache::KVCache(const ModelConfig& cfg, int64_t batch, int64_t capacity_,
 
 torch::Tensor apply_rotary(const torch::Tensor& x, int64_t offset, double base) {
   const int64_t t = x.size(-2), half = x.size(-1) / 2;
-  auto opts = torch::TensorOptions().dtype(torch::kFloat).device(x.device());
+  auto xf = at_least_fp32(x);
+  auto opts = torch::TensorOptions().dtype(xf.scalar_type()).device(x.device());
   // theta_i = base^(-2i/head_dim), angle(p, i) = p * theta_i
   auto inv_freq = torch::pow(base, -torch::arange(0, half, opts) / double(half));
   auto angles = torch::outer(torch::arange(offset, offset + t, opts), inv_freq);
   auto cos = torch::cat({angles.cos(), angles.cos()}, -1);
   auto sin = torch::cat({angles.sin(), angles.sin()}, -1);
-  auto xf = x.to(torch::kFloat);
   auto rotated = torch::cat({-xf.narrow(-1, half, half), xf.narrow(-1, 0, half)}, -1);
   return (xf * cos + rotated * sin).to(x.scalar_type());
 }

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "precision.h"
+
 namespace shc {
 
 torch::Tensor cayley(const torch::Tensor& skew) {
@@ -25,7 +27,7 @@ torch::Tensor CayleyTransformImpl::skew() const {
 
 torch::Tensor CayleyTransformImpl::forward() {
   // The solve runs in fp32 even under bf16 autocast: orthogonality is the whole point.
-  return cayley(skew().to(torch::kFloat));
+  return cayley(at_least_fp32(skew()));
 }
 
 }  // namespace shc

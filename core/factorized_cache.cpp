@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "precision.h"
+
 #include <cmath>
 
 namespace shc {
@@ -34,7 +36,7 @@ FactorizedKVCacheImpl::FactorizedKVCacheImpl(int64_t n, int64_t d, int64_t r)
 
 torch::Tensor FactorizedKVCacheImpl::basis() {
   auto q = rotation()[0];
-  return torch::matmul(q, initial_basis_.to(q.device()));
+  return torch::matmul(q, initial_basis_.to(q.device(), q.scalar_type()));
 }
 
 torch::Tensor FactorizedKVCacheImpl::compress(const torch::Tensor& x_bar) {
@@ -49,7 +51,7 @@ torch::Tensor FactorizedKVCacheImpl::decompress(const torch::Tensor& c) {
 }
 
 torch::Tensor FactorizedKVCacheImpl::reconstruction_error(const torch::Tensor& x_bar) {
-  auto x = x_bar.to(torch::kFloat);
+  auto x = at_least_fp32(x_bar);
   auto diff = x - decompress(compress(x));
   return diff.pow(2).sum() / x.pow(2).sum().clamp_min(1e-30);
 }

@@ -2,10 +2,12 @@
 
 #include <torch/torch.h>
 
+#include "precision.h"
+
 namespace shc {
 
 torch::Tensor rms_normalize(const torch::Tensor& x, double eps) {
-  auto xf = x.to(torch::kFloat);
+  auto xf = at_least_fp32(x);
   return xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
 }
 
@@ -14,7 +16,8 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  return (rms_normalize(x, eps_) * weight.to(torch::kFloat)).to(x.scalar_type());
+  auto y = rms_normalize(x, eps_);
+  return (y * weight.to(y.scalar_type())).to(x.scalar_type());
 }
 
 }  // namespace shc

@@ -1,4 +1,4 @@
-// RMSNorm (Zhang & Sennrich 2019), always computed in fp32 whatever the input dtype.
+// RMSNorm (Zhang & Sennrich 2019), computed in fp32 (fp64 for fp64 input) whatever the input dtype.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -6,13 +6,13 @@
 
 namespace shc {
 
-// y = x / sqrt(mean(x^2) + eps) over the last dimension, in fp32.
+// y = x / sqrt(mean(x^2) + eps) over the last dimension, in at least fp32.
 torch::Tensor rms_normalize(const torch::Tensor& x, double eps);
 
 class RMSNormImpl : public torch::nn::Module {
  public:
   explicit RMSNormImpl(int64_t dim, double eps = 1e-6);
-  // Same shape and dtype as x; the statistics and the gain are applied in fp32.
+  // Same shape and dtype as x; the statistics and the gain are applied in at least fp32.
   torch::Tensor forward(const torch::Tensor& x);
 
   torch::Tensor weight;  // (dim), initialised to 1

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "precision.h"
+
 namespace shc {
 
 torch::Tensor sparse_softmax(const torch::Tensor& logits, int64_t top_k) {
@@ -31,7 +33,7 @@ SparseOrthogonalMixtureImpl::SparseOrthogonalMixtureImpl(int64_t n, int64_t k, i
 }
 
 torch::Tensor SparseOrthogonalMixtureImpl::mixture_weights(const torch::Tensor& x) {
-  return sparse_softmax(logits(x.to(torch::kFloat)), top_k_);
+  return sparse_softmax(logits(at_least_fp32(x)), top_k_);
 }
 
 torch::Tensor SparseOrthogonalMixtureImpl::mix_logits(const torch::Tensor& l) {
@@ -39,7 +41,7 @@ torch::Tensor SparseOrthogonalMixtureImpl::mix_logits(const torch::Tensor& l) {
 }
 
 torch::Tensor SparseOrthogonalMixtureImpl::forward(const torch::Tensor& x) {
-  return mix_logits(logits(x.to(torch::kFloat)));
+  return mix_logits(logits(at_least_fp32(x)));
 }
 
 torch::Tensor SparseOrthogonalMixtureImpl::get_spectral_norm(const torch::Tensor& x) {

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "precision.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
@@ -74,7 +76,7 @@ torch::Tensor SHCTransformerImpl::final_hidden(const torch::Tensor& streams) {
 torch::Tensor SHCTransformerImpl::head(const torch::Tensor& streams) {
   auto h = final_hidden(streams);
   const auto& w = lm_head ? lm_head->weight : tok_embeddings->weight;
-  return torch::matmul(h, w.to(h.scalar_type()).t()).to(torch::kFloat);
+  return at_least_fp32(torch::matmul(h, w.to(h.scalar_type()).t()));
 }
 
 torch::Tensor SHCTransformerImpl::forward(const torch::Tensor& ids) {

@@ -41,7 +41,7 @@ class SHCTransformerImpl : public torch::nn::Module {
  public:
   explicit SHCTransformerImpl(ModelConfig cfg);
 
-  // ids (batch, T) int64 -> logits (batch, T, vocab) fp32.
+  // ids (batch, T) int64 -> logits (batch, T, vocab), fp32 (fp64 for an fp64 model).
   torch::Tensor forward(const torch::Tensor& ids);
   // Mean next-token cross entropy: position t predicts labels[t + 1] (the shift happens here,
   // once); labels equal to kIgnoreIndex are skipped. labels has the shape of ids.
@@ -54,7 +54,7 @@ class SHCTransformerImpl : public torch::nn::Module {
   // The units a sharded runtime executes one at a time: embed -> block(i) -> head.
   torch::Tensor embed(const torch::Tensor& ids);  // (batch, T, n, d)
   torch::Tensor run_block(int64_t i, const torch::Tensor& streams, LayerKVCache* cache = nullptr);
-  torch::Tensor head(const torch::Tensor& streams);          // logits (batch, T, vocab) fp32
+  torch::Tensor head(const torch::Tensor& streams);  // logits (batch, T, vocab), at least fp32
   torch::Tensor final_hidden(const torch::Tensor& streams);  // (batch, T, d) after the final norm
 
   const ModelConfig& config() const { return cfg_; }

@@ -58,8 +58,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 class ProfileJob : public Job {
  public:
   void add_options(po::options_description& options) const override {
-    po::options_description own("profile options");
-    own.add_options()(
+    options.add_options()(
         "routing-bench", po::bool_switch(),
         "run the routing micro-benchmark (SHC vs mHC Sinkhorn-10/20 vs HC) instead of the model "
         "profile")("out", po::value<std::string>(), "write the report as JSON to this file")(
@@ -79,7 +78,6 @@ class ProfileJob : public Job {
         "model profile: tokens per sequence")(
         "profile.generate_tokens", po::value<int64_t>()->default_value(32),
         "model profile: tokens generated per sequence with the KV cache");
-    options.add(own);
     add_model_options(options);
   }
 

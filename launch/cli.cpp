@@ -14,6 +14,7 @@
 #include <nccl.h>
 #endif
 
+#include "data/errors.h"
 #include "jobs/job.h"
 #include "jobs/logging.h"
 
@@ -312,6 +313,10 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   } catch (const jobs::ExitError& e) {
     err << who << e.what() << "\n";
     return e.code();
+  } catch (const data::DataError& e) {
+    // Bad data, whichever job met it: the message names the file (SPEC §8, exit 3).
+    err << who << e.what() << "\n";
+    return jobs::kExitData;
   } catch (const std::invalid_argument& e) {
     // Configuration errors found past parsing, e.g. ModelConfig::validate().
     err << who << e.what() << "\n";

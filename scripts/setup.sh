@@ -42,15 +42,25 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# --- LibTorch from the pinned PyPI wheel, in a project-local venv -----------------------------
-pinned=$(grep -E '^torch==' scripts/requirements.txt | cut -d= -f3)
+# --- LibTorch from the pinned PyPI wheel (and the test-only Python packages), in a venv -------
 venv="$root/.venv"
-have=""
-if [ -x "$venv/bin/python" ]; then
-  have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)
-fi
-if [ "$have" != "$pinned" ]; then
-  log "installing torch==$pinned into $venv (found '${have:-none}')"
+pins_satisfied() {
+  [ -x "$venv/bin/python" ] && "$venv/bin/python" - "$root/scripts/requirements.txt" <<'PY'
+import importlib.metadata as m, sys
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    name, version = line.split("==")
+    try:
+        if m.version(name) != version:
+            sys.exit(1)
+    except m.PackageNotFoundError:
+        sys.exit(1)
+PY
+}
+if ! pins_satisfied; then
+  log "installing scripts/requirements.txt into $venv"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/requirements.txt
 fi
@@ -68,6 +78,7 @@ build_lane() {  # build_lane DIR CUDA(ON|OFF)
     cmake -S "$root" -B "$dir" -G Ninja \
       -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_PREFIX_PATH="$torch_prefix" \
+      -DPython3_EXECUTABLE="$venv/bin/python" \
       -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
       -DSHC_WITH_CUDA="$cuda" >"$dir.configure.log" 2>&1 ||
       { cat "$dir.configure.log"; exit 1; }

@@ -2,10 +2,12 @@
 
 #include <torch/torch.h>
 
+#include "../precision.h"
+
 namespace shc {
 
 torch::Tensor sinkhorn_knopp(const torch::Tensor& logits, int64_t iters) {
-  auto l = logits.scalar_type() == torch::kDouble ? logits : logits.to(torch::kFloat);
+  auto l = at_least_fp32(logits);
   auto m = torch::exp(l - l.amax({-2, -1}, /*keepdim=*/true));
   // A row or column that underflowed entirely must not divide by zero.
   constexpr double kTiny = 1e-30;

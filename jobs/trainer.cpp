@@ -1,0 +1,79 @@
+#include "trainer.h"
+
+#include <torch/torch.h>
+
+#include <ATen/autocast_mode.h>
+
+#include <stdexcept>
+
+namespace shc::jobs {
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return Precision::kFp32;
+  if (name == "bf16") return Precision::kBf16;
+  throw std::invalid_argument("train.precision must be fp32 or bf16, got '" + name + "'");
+}
+
+std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& model, const AdamWSettings& s) {
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& item : model.named_parameters()) {
+    const auto& name = item.key();
+    const bool is_weight = name.size() >= 6 && name.compare(name.size() - 6, 6, "weight") == 0;
+    (is_weight && item.value().dim() >= 2 ? decay : no_decay).push_back(item.value());
+  }
+  auto options = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(s.lr).betas({s.beta1, s.beta2}).eps(s.eps).weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, options(s.weight_decay));
+  groups.emplace_back(no_decay, options(0.0));
+  return std::make_unique<torch::optim::AdamW>(groups);
+}
+
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) {
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  }
+}
+
+AutocastScope::AutocastScope(Precision precision, torch::DeviceType device)
+    : enabled_(precision == Precision::kBf16), device_(device) {
+  if (!enabled_) return;
+  previous_enabled_ = at::autocast::is_autocast_enabled(device_);
+  previous_dtype_ = at::autocast::get_autocast_dtype(device_);
+  at::autocast::set_autocast_dtype(device_, at::kBFloat16);
+  at::autocast::set_autocast_enabled(device_, true);
+}
+
+AutocastScope::~AutocastScope() {
+  if (!enabled_) return;
+  at::autocast::set_autocast_enabled(device_, previous_enabled_);
+  at::autocast::set_autocast_dtype(device_, previous_dtype_);
+  at::autocast::clear_cache();
+}
+
+double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, int64_t micro_batch,
+                            Precision precision) {
+  const int64_t rows = batch.size(0);
+  if (micro_batch < 1 || rows % micro_batch != 0) {
+    throw std::invalid_argument("batch of " + std::to_string(rows) +
+                                " sequences does not split into micro-batches of " +
+                                std::to_string(micro_batch));
+  }
+  const int64_t steps = rows / micro_batch;
+  double loss_sum = 0;
+  for (int64_t i = 0; i < steps; ++i) {
+    auto ids = batch.narrow(0, i * micro_batch, micro_batch);
+    torch::Tensor loss;
+    {
+      AutocastScope autocast(precision, ids.device().type());
+      loss = model->forward(ids, ids);
+    }
+    (loss / double(steps)).backward();
+    loss_sum += loss.item<double>();
+  }
+  return loss_sum / double(steps);
+}
+
+}  // namespace shc::jobs

@@ -1,0 +1,54 @@
+// The pieces of one optimizer step that every training job shares (train now, distill and the
+// parallel strategies later): the AdamW parameter groups, mixed precision, and gradient
+// accumulation over micro-batches.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/optim/adamw.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "core/transformer.h"
+
+namespace shc::jobs {
+
+enum class Precision { kFp32, kBf16 };
+Precision parse_precision(const std::string& name);  // "fp32" | "bf16", else invalid_argument
+
+struct AdamWSettings {
+  double lr = 3e-4;
+  double weight_decay = 0.1;
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+};
+
+// AdamW with weight decay on matrices only: parameters named "*weight" with two or more
+// dimensions (linear and embedding weights, routing projections). Norm gains, biases, scales,
+// Cayley generators and stream offsets are not decayed. Group 0 decays, group 1 does not.
+std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& model, const AdamWSettings& s);
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
+
+// bf16 autocast on the model's device for the scope (fp32 weights, gradients and optimizer state
+// stay fp32: autocast only lowers the compute of matmul-like ops); a no-op for fp32.
+class AutocastScope {
+ public:
+  AutocastScope(Precision precision, torch::DeviceType device);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool enabled_;
+  torch::DeviceType device_;
+  bool previous_enabled_ = false;
+  at::ScalarType previous_dtype_ = at::kBFloat16;
+};
+
+// Forward and backward over `batch` (rows of seq_len + 1 tokens) in micro-batches of
+// `micro_batch` rows. Each micro-batch loss is divided by the number of micro-batches, so the
+// accumulated gradient is that of the mean loss over the whole batch (equal micro-batches).
+// Returns that mean loss. Gradients are added to whatever .grad already holds.
+double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, int64_t micro_batch,
+                            Precision precision);
+
+}  // namespace shc::jobs

@@ -1,0 +1,46 @@
+"""`shc prepare` + `shc train` end to end on a real English text (the GPL-3 licence every Debian
+system ships): the validation loss must fall, metrics.jsonl must hold one record per optimizer step
+with the documented fields, and a diverging run (absurd learning rate) must stop with exit 4."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+shc, work = sys.argv[1], sys.argv[2]
+text = "/usr/share/common-licenses/GPL-3"
+shutil.rmtree(work, ignore_errors=True)
+os.makedirs(work)
+data = os.path.join(work, "data")
+subprocess.run([shc, "prepare", "--input", text, "--output", data, "--tokenizer", "byte",
+                "--shard_tokens", "20000", "--val_fraction", "0.1"], check=True)
+
+common = ["--model.preset", "tiny", "--model.n_layers", "2", "--train.seq_len", "64",
+          "--train.global_batch", "8", "--train.micro_batch", "4",
+          "--data.train", os.path.join(data, "train-*.h5"),
+          "--data.val", os.path.join(data, "val-*.h5"), "--train.eval_batches", "4"]
+run = os.path.join(work, "run")
+subprocess.run([shc, "train", "--run.dir", run, "--train.max_steps", "40",
+                "--train.warmup_steps", "5", "--train.lr", "3e-3", "--train.eval_every", "20"]
+               + common, check=True)
+records = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+steps = [r for r in records if "loss" in r]
+vals = [r for r in records if "val_loss" in r]
+assert [r["step"] for r in steps] == list(range(1, 41)), steps
+for r in steps:
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+        assert isinstance(r[key], float) or isinstance(r[key], int), (key, r)
+assert [v["step"] for v in vals] == [0, 20, 40], vals
+first, last = vals[0]["val_loss"], vals[-1]["val_loss"]
+print(f"val_loss {first:.3f} -> {last:.3f}")
+assert last < first - 1.0, "validation loss did not fall clearly"
+assert os.path.exists(os.path.join(run, "logs", "rank0.log"))
+
+diverge = subprocess.run([shc, "train", "--run.dir", os.path.join(work, "diverge"),
+                          "--train.max_steps", "20", "--train.warmup_steps", "0",
+                          "--train.lr", "1e30", "--train.grad_clip", "0",
+                          "--train.max_bad_steps", "2"] + common,
+                         capture_output=True, text=True)
+assert diverge.returncode == 4, (diverge.returncode, diverge.stderr[-2000:])
+assert "training diverged: 2 consecutive steps" in diverge.stderr, diverge.stderr[-2000:]
+print("train end-to-end OK")
