@@ -1,7 +1,8 @@
 // `shc train`: the training loop (SPEC §8). AdamW with decay on matrices only, linear warmup +
 // cosine decay, gradient clipping, accumulation over micro-batches, fp32 or bf16 autocast, a
 // NaN/Inf guard, periodic validation, a progress line and RUN_DIR/metrics.jsonl.
-// Single process for now; the distributed strategies plug into the same step.
+// Runs on every MPI rank (mpirun / srun) with data parallelism: each rank trains on its slice of
+// every global batch and gradients are averaged (parallel/ddp.h).
 #include <torch/torch.h>
 
 #include <boost/log/trivial.hpp>
@@ -11,6 +12,9 @@
 #include <filesystem>
 #include <iomanip>
 #include <sstream>
+#include <thread>
+
+#include <sched.h>
 
 #include "core/transformer.h"
 #include "data/loader.h"
@@ -20,6 +24,9 @@
 #include "jobs/metrics_log.h"
 #include "jobs/model_options.h"
 #include "jobs/trainer.h"
+#include "parallel/communicator.h"
+#include "parallel/ddp.h"
+#include "parallel/runtime.h"
 
 namespace shc::jobs {
 namespace {
@@ -49,58 +56,101 @@ torch::Tensor to_tensor(std::vector<int32_t> tokens, int64_t rows) {
   return t.to(torch::kLong);
 }
 
+// Intra-op threads for this rank when train.threads is 0: the cores this process may run on
+// (mpirun binds each rank to a core by default; so does OpenMPI's singleton start), shared among
+// the ranks of this node when the process is not bound. More threads than cores makes LibTorch's
+// OpenMP workers spin against each other (measured: 30x slower steps).
+int default_threads(const parallel::Runtime& runtime) {
+  cpu_set_t mask;
+  const int online = int(std::thread::hardware_concurrency());
+  if (sched_getaffinity(0, sizeof(mask), &mask) != 0)
+    return std::max(1, online / runtime.local_size());
+  const int allowed = CPU_COUNT(&mask);
+  return std::max(1, allowed < online ? allowed : online / runtime.local_size());
+}
+
+// Bytes of one copy of the parameters in fp32.
+int64_t parameter_bytes(const torch::nn::Module& m) {
+  int64_t bytes = 0;
+  for (const auto& p : m.parameters()) bytes += p.numel() * 4;
+  return bytes;
+}
+
 class TrainJob : public Job {
  public:
   void add_options(po::options_description& options) const override {
+    // clang-format off
     po::options_description run("run options");
-    run.add_options()("run.dir", po::value<std::string>()->default_value("runs/train"),
-                      "run directory: logs/, metrics.jsonl");
+    run.add_options()
+        ("run.dir", po::value<std::string>()->default_value("runs/train"),
+         "run directory (rank 0's value is used by every rank): logs/rank<R>.log, metrics.jsonl");
     po::options_description train("train options");
-    train.add_options()("train.max_steps", po::value<int64_t>()->default_value(200),
-                        "optimizer steps")("train.seed", po::value<uint64_t>()->default_value(1234),
-                                           "seed of the model initialisation and the data order")(
-        "train.global_batch", po::value<int64_t>()->default_value(16),
-        "sequences per optimizer step")(
-        "train.micro_batch", po::value<int64_t>()->default_value(0),
-        "sequences per forward/backward (0 = the whole batch at once); the batch is "
-        "accumulated over global_batch / micro_batch micro-batches")(
-        "train.seq_len", po::value<int64_t>()->default_value(128), "tokens per sequence")(
-        "train.lr", po::value<double>()->default_value(1e-3), "peak learning rate")(
-        "train.min_lr_ratio", po::value<double>()->default_value(0.1),
-        "final learning rate as a fraction of the peak (cosine decay)")(
-        "train.warmup_steps", po::value<int64_t>()->default_value(20), "linear warmup steps")(
-        "train.weight_decay", po::value<double>()->default_value(0.1),
-        "AdamW weight decay (matrices only)")(
-        "train.beta1", po::value<double>()->default_value(0.9), "AdamW beta1")(
-        "train.beta2", po::value<double>()->default_value(0.95), "AdamW beta2")(
-        "train.grad_clip", po::value<double>()->default_value(1.0),
-        "clip the global gradient norm to this (0 = off)")(
-        "train.precision", po::value<std::string>()->default_value("fp32"), "fp32 or bf16")(
-        "train.max_bad_steps", po::value<int64_t>()->default_value(3),
-        "abort (exit 4) after this many consecutive steps with a NaN/Inf loss or gradient")(
-        "train.eval_every", po::value<int64_t>()->default_value(50),
-        "validate every this many steps (and before the first and after the last)")(
-        "train.eval_batches", po::value<int64_t>()->default_value(8),
-        "validation batches (of micro_batch sequences) per validation")(
-        "train.log_every", po::value<int64_t>()->default_value(10), "progress line every N steps")(
-        "train.threads", po::value<int>()->default_value(0),
-        "intra-op threads (0 = LibTorch's default)");
+    train.add_options()
+        ("train.max_steps", po::value<int64_t>()->default_value(200), "optimizer steps")
+        ("train.seed", po::value<uint64_t>()->default_value(1234),
+         "seed of the model initialisation and the data order")
+        ("train.global_batch", po::value<int64_t>()->default_value(16),
+         "sequences per optimizer step over all ranks (a multiple of the world size)")
+        ("train.micro_batch", po::value<int64_t>()->default_value(0),
+         "sequences per forward/backward on each rank (0 = the rank's whole share of the batch); "
+         "gradients accumulate over global_batch / (world size * micro_batch) micro-batches")
+        ("train.seq_len", po::value<int64_t>()->default_value(128), "tokens per sequence")
+        ("train.lr", po::value<double>()->default_value(1e-3), "peak learning rate")
+        ("train.min_lr_ratio", po::value<double>()->default_value(0.1),
+         "final learning rate as a fraction of the peak (cosine decay)")
+        ("train.warmup_steps", po::value<int64_t>()->default_value(20), "linear warmup steps")
+        ("train.weight_decay", po::value<double>()->default_value(0.1),
+         "AdamW weight decay (matrices only)")
+        ("train.beta1", po::value<double>()->default_value(0.9), "AdamW beta1")
+        ("train.beta2", po::value<double>()->default_value(0.95), "AdamW beta2")
+        ("train.grad_clip", po::value<double>()->default_value(1.0),
+         "clip the global gradient norm to this (0 = off)")
+        ("train.precision", po::value<std::string>()->default_value("fp32"),
+         "fp32, or bf16 (bf16 compute, fp32 weights, gradients and optimizer state)")
+        ("train.max_bad_steps", po::value<int64_t>()->default_value(3),
+         "abort (exit 4) after this many consecutive steps with a NaN/Inf loss or gradient")
+        ("train.eval_every", po::value<int64_t>()->default_value(50),
+         "validate every this many steps (and before the first and after the last)")
+        ("train.eval_batches", po::value<int64_t>()->default_value(8),
+         "validation batches per validation; each holds micro_batch sequences per rank")
+        ("train.log_every", po::value<int64_t>()->default_value(10), "progress line every N steps")
+        ("train.threads", po::value<int>()->default_value(0),
+         "intra-op threads per rank (0 = LibTorch's default)");
+    po::options_description parallel("parallel options");
+    parallel.add_options()
+        ("parallel.strategy", po::value<std::string>()->default_value("ddp"),
+         "ddp: every rank holds the whole model and gradients are averaged")
+        ("parallel.backend", po::value<std::string>()->default_value("auto"),
+         "auto | mpi | nccl (auto: nccl on GPUs in a build with NCCL, else mpi)")
+        ("parallel.bucket_mb", po::value<double>()->default_value(25.0),
+         "DDP gradient bucket size in MiB")
+        ("parallel.timeout_s", po::value<double>()->default_value(600.0),
+         "a collective unfinished after this many seconds ends the job (exit 5)");
     po::options_description data("data options");
-    data.add_options()("data.train", po::value<std::string>(),
-                       "training shards: glob(s), comma-separated")(
-        "data.val", po::value<std::string>()->default_value(""),
-        "validation shards: glob(s), comma-separated (empty = no validation)");
-    options.add(run).add(train).add(data);
+    data.add_options()
+        ("data.train", po::value<std::string>(), "training shards: glob(s), comma-separated")
+        ("data.val", po::value<std::string>()->default_value(""),
+         "validation shards: glob(s), comma-separated (empty = no validation)");
+    // clang-format on
+    options.add(run).add(train).add(parallel).add(data);
     add_model_options(options);
   }
 
   int run(const po::variables_map& vm) override {
+    auto& runtime = parallel::Runtime::instance();
+    const int rank = runtime.rank(), world = runtime.world_size();
+    const torch::Device device = runtime.device();
+    const bool root = runtime.is_root();
+
     const auto cfg = model_config_from(vm);
     if (!vm.count("data.train")) throw std::invalid_argument("data.train is required");
+    if (vm["parallel.strategy"].as<std::string>() != "ddp") {
+      throw std::invalid_argument("parallel.strategy '" +
+                                  vm["parallel.strategy"].as<std::string>() +
+                                  "' is not available; this build has: ddp");
+    }
     const int64_t max_steps = vm["train.max_steps"].as<int64_t>();
     const int64_t global_batch = vm["train.global_batch"].as<int64_t>();
-    int64_t micro_batch = vm["train.micro_batch"].as<int64_t>();
-    if (micro_batch == 0) micro_batch = global_batch;
     const int64_t seq_len = vm["train.seq_len"].as<int64_t>();
     const uint64_t seed = vm["train.seed"].as<uint64_t>();
     const auto precision = parse_precision(vm["train.precision"].as<std::string>());
@@ -109,27 +159,48 @@ class TrainJob : public Job {
     const int64_t log_every = std::max<int64_t>(1, vm["train.log_every"].as<int64_t>());
     const int64_t max_bad_steps = vm["train.max_bad_steps"].as<int64_t>();
     const double grad_clip = vm["train.grad_clip"].as<double>();
-    if (max_steps < 1 || global_batch < 1 || micro_batch < 1 || global_batch % micro_batch != 0) {
-      throw std::invalid_argument(
-          "train.max_steps and train.global_batch must be positive and "
-          "train.global_batch a multiple of train.micro_batch");
+    if (max_steps < 1 || global_batch < 1 || global_batch % world != 0) {
+      throw std::invalid_argument("train.max_steps must be positive and train.global_batch (" +
+                                  std::to_string(global_batch) +
+                                  ") a positive multiple of the world size (" +
+                                  std::to_string(world) + ")");
+    }
+    const int64_t local_batch = global_batch / world;
+    int64_t micro_batch = vm["train.micro_batch"].as<int64_t>();
+    if (micro_batch == 0) micro_batch = local_batch;
+    if (micro_batch < 1 || local_batch % micro_batch != 0) {
+      throw std::invalid_argument("each rank's share of the batch (" + std::to_string(local_batch) +
+                                  ") must be a multiple of train.micro_batch (" +
+                                  std::to_string(micro_batch) + ")");
     }
     if (seq_len < 1 || seq_len + 1 > cfg.max_seq_len) {
       throw std::invalid_argument("train.seq_len (" + std::to_string(seq_len) +
                                   ") + 1 must be at most model.max_seq_len (" +
                                   std::to_string(cfg.max_seq_len) + ")");
     }
-    if (int threads = vm["train.threads"].as<int>(); threads > 0) torch::set_num_threads(threads);
+    const int threads = vm["train.threads"].as<int>();
+    torch::set_num_threads(threads > 0 ? threads : default_threads(runtime));
 
-    const std::string run_dir = vm["run.dir"].as<std::string>();
-    std::filesystem::create_directories(run_dir);
-    add_rank_log_file(run_dir, 0);
-    MetricsLog metrics(run_dir + "/metrics.jsonl");
+    // Rank 0 decides the run directory; every rank logs into it.
+    std::string run_dir = vm["run.dir"].as<std::string>();
+    runtime.broadcast_string(run_dir);
+    if (root) std::filesystem::create_directories(run_dir);
+    runtime.barrier();
+    add_rank_log_file(run_dir, rank);
+    std::unique_ptr<MetricsLog> metrics;
+    if (root) metrics = std::make_unique<MetricsLog>(run_dir + "/metrics.jsonl");
+
+    auto comm = parallel::make_communicator(vm["parallel.backend"].as<std::string>(), device,
+                                            {vm["parallel.timeout_s"].as<double>()});
+    // The DDP communication thread gets a group of its own: a communicator serves one thread.
+    auto grad_comm = comm->split(0, rank);
 
     data::LoaderOptions train_opts;
     train_opts.files = shard_files(vm["data.train"].as<std::string>());
     train_opts.seq_len = seq_len;
     train_opts.seed = seed;
+    train_opts.rank = rank;
+    train_opts.world_size = world;
     train_opts.global_batch = global_batch;
     train_opts.expected_vocab = cfg.vocab_size;
     data::Loader train_data(train_opts);
@@ -137,15 +208,32 @@ class TrainJob : public Job {
     if (const auto val = vm["data.val"].as<std::string>(); !val.empty()) {
       auto val_opts = train_opts;
       val_opts.files = shard_files(val);
-      val_opts.global_batch = micro_batch;
+      val_opts.global_batch = micro_batch * world;
       val_data = std::make_unique<data::Loader>(val_opts);
     }
 
     torch::manual_seed(seed);
     SHCTransformer model(cfg);
+    model->to(device);
+    const int64_t param_bytes = parameter_bytes(*model);
     BOOST_LOG_TRIVIAL(info) << cfg.summary() << ": " << model->num_parameters() << " parameters; "
                             << train_data.sequences_per_epoch() << " training sequences of "
-                            << seq_len + 1 << " tokens";
+                            << seq_len + 1 << " tokens; " << world << " rank(s), "
+                            << comm->backend() << " backend, device " << device.str() << ", "
+                            << torch::get_num_threads() << " thread(s) per rank";
+    if (root) {
+      // DDP keeps everything on every rank: parameters, gradients and AdamW's two moments.
+      BOOST_LOG_TRIVIAL(info) << "memory per rank (ddp): parameters " << (param_bytes >> 20)
+                              << " MiB + gradients " << (param_bytes >> 20) << " MiB + optimizer "
+                              << (2 * param_bytes >> 20) << " MiB = " << (4 * param_bytes >> 20)
+                              << " MiB, plus activations";
+    }
+    std::unique_ptr<parallel::DistributedDataParallel> ddp;
+    if (world > 1) {
+      ddp = std::make_unique<parallel::DistributedDataParallel>(
+          model->parameters(), *grad_comm, vm["parallel.bucket_mb"].as<double>());
+      ddp->broadcast_parameters(0);
+    }
     AdamWSettings adamw;
     adamw.lr = vm["train.lr"].as<double>();
     adamw.weight_decay = vm["train.weight_decay"].as<double>();
@@ -155,6 +243,14 @@ class TrainJob : public Job {
     LrSchedule schedule{adamw.lr, vm["train.warmup_steps"].as<int64_t>(), max_steps,
                         vm["train.min_lr_ratio"].as<double>()};
 
+    // Mean over all ranks of a per-rank mean (equal shares): what one process would compute.
+    auto mean_over_ranks = [&](double value) {
+      if (world == 1) return value;
+      auto t = torch::tensor({value}, torch::kDouble);
+      comm->all_reduce(t, parallel::ReduceOp::kAvg);
+      return t.item<double>();
+    };
+
     auto validate = [&](int64_t step) {
       if (!val_data) return;
       torch::NoGradGuard no_grad;
@@ -162,13 +258,13 @@ class TrainJob : public Job {
       val_data->restore(0);  // the same validation sequences every time
       double sum = 0;
       for (int64_t i = 0; i < eval_batches; ++i) {
-        auto ids = to_tensor(val_data->next_batch(), micro_batch);
-        AutocastScope autocast(precision, torch::kCPU);
+        auto ids = to_tensor(val_data->next_batch(), micro_batch).to(device);
+        AutocastScope autocast(precision, device.type());
         sum += model->forward(ids, ids).item<double>();
       }
       model->train();
-      const double val_loss = sum / double(eval_batches);
-      metrics.write(step, {{"val_loss", val_loss}});
+      const double val_loss = mean_over_ranks(sum / double(eval_batches));
+      if (metrics) metrics->write(step, {{"val_loss", val_loss}});
       BOOST_LOG_TRIVIAL(info) << "step " << step << " | val_loss " << std::fixed
                               << std::setprecision(4) << val_loss;
     };
@@ -189,12 +285,15 @@ class TrainJob : public Job {
                                     std::pow(cfg.rank_tau_min / cfg.rank_tau_start, progress));
       }
       optimizer->zero_grad();
-      auto batch = to_tensor(train_data.next_batch(), global_batch);
-      const double loss = accumulate_gradients(model, batch, micro_batch, precision);
-      const double grad_norm =
-          grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(model->parameters(), grad_clip)
-                        : torch::nn::utils::clip_grad_norm_(
-                              model->parameters(), std::numeric_limits<double>::infinity());
+      auto batch = to_tensor(train_data.next_batch(), local_batch).to(device);
+      double loss = accumulate_gradients(model, batch, micro_batch, precision, [&](bool last) {
+        if (ddp) ddp->set_sync(last);  // no_sync until the last micro-batch
+      });
+      if (ddp) ddp->finish_gradient_sync();
+      loss = mean_over_ranks(loss);
+      // Gradients are identical on every rank after the reduction, so is their norm.
+      const double grad_norm = torch::nn::utils::clip_grad_norm_(
+          model->parameters(), grad_clip > 0 ? grad_clip : std::numeric_limits<double>::infinity());
       if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
         ++bad_steps;
         BOOST_LOG_TRIVIAL(warning)
@@ -213,9 +312,11 @@ class TrainJob : public Job {
       const double step_seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
       const double tokens_per_s = tokens_per_step / step_seconds;
-      metrics.write(
-          step,
-          {{"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm}, {"tokens_per_s", tokens_per_s}});
+      if (metrics) {
+        metrics->write(
+            step,
+            {{"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm}, {"tokens_per_s", tokens_per_s}});
+      }
       if (step % log_every == 0 || step == max_steps) {
         const double elapsed =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -234,7 +335,8 @@ class TrainJob : public Job {
   }
 };
 
-SHC_REGISTER_JOB(TrainJob, "train", "train a model on HDF5 token shards");
+SHC_REGISTER_JOB(TrainJob, "train",
+                 "train a model on HDF5 token shards (single process or mpirun)");
 
 }  // namespace
 }  // namespace shc::jobs

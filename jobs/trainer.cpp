@@ -54,7 +54,8 @@ AutocastScope::~AutocastScope() {
 }
 
 double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, int64_t micro_batch,
-                            Precision precision) {
+                            Precision precision,
+                            const std::function<void(bool last)>& before_backward) {
   const int64_t rows = batch.size(0);
   if (micro_batch < 1 || rows % micro_batch != 0) {
     throw std::invalid_argument("batch of " + std::to_string(rows) +
@@ -70,6 +71,7 @@ double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, i
       AutocastScope autocast(precision, ids.device().type());
       loss = model->forward(ids, ids);
     }
+    if (before_backward) before_backward(i + 1 == steps);
     (loss / double(steps)).backward();
     loss_sum += loss.item<double>();
   }

@@ -7,6 +7,7 @@
 #include <torch/optim/adamw.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "core/transformer.h"
@@ -48,7 +49,10 @@ class AutocastScope {
 // `micro_batch` rows. Each micro-batch loss is divided by the number of micro-batches, so the
 // accumulated gradient is that of the mean loss over the whole batch (equal micro-batches).
 // Returns that mean loss. Gradients are added to whatever .grad already holds.
+// `before_backward(last)` runs before each micro-batch's backward, `last` for the final one (data
+// parallelism reduces gradients only then).
 double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, int64_t micro_batch,
-                            Precision precision);
+                            Precision precision,
+                            const std::function<void(bool last)>& before_backward = {});
 
 }  // namespace shc::jobs

@@ -15,7 +15,9 @@ data = os.path.join(work, "data")
 subprocess.run([shc, "prepare", "--input", text, "--output", data, "--tokenizer", "byte",
                 "--shard_tokens", "20000", "--val_fraction", "0.1"], check=True)
 
+# One thread per process: CTest runs two tests at once on two cores.
 common = ["--model.preset", "tiny", "--model.n_layers", "2", "--train.seq_len", "64",
+          "--train.threads", "1",
           "--train.global_batch", "8", "--train.micro_batch", "4",
           "--data.train", os.path.join(data, "train-*.h5"),
           "--data.val", os.path.join(data, "val-*.h5"), "--train.eval_batches", "4"]
@@ -35,6 +37,25 @@ first, last = vals[0]["val_loss"], vals[-1]["val_loss"]
 print(f"val_loss {first:.3f} -> {last:.3f}")
 assert last < first - 1.0, "validation loss did not fall clearly"
 assert os.path.exists(os.path.join(run, "logs", "rank0.log"))
+
+# Two ranks (mpirun, DDP) on the same global batches: the logged losses equal the 1-process run.
+mpi_env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+short = ["--train.max_steps", "6", "--train.warmup_steps", "2", "--train.lr", "3e-3",
+         "--train.eval_every", "0"]
+one = os.path.join(work, "one")
+two = os.path.join(work, "two")
+subprocess.run([shc, "train", "--run.dir", one] + short + common, check=True)
+subprocess.run(["mpirun", "-np", "2", "--bind-to", "none", shc, "train", "--run.dir", two]
+               + short + common, check=True, env=mpi_env)
+def losses(run_dir):
+    return [json.loads(l)["loss"] for l in open(os.path.join(run_dir, "metrics.jsonl"))
+            if '"loss"' in l]
+l1, l2 = losses(one), losses(two)
+assert len(l1) == len(l2) == 6, (l1, l2)
+for a, b in zip(l1, l2):
+    assert abs(a - b) <= 1e-5 * abs(a), (l1, l2)
+assert os.path.exists(os.path.join(two, "logs", "rank1.log"))
+print("mpirun -np 2 losses equal the 1-process losses:", l2)
 
 diverge = subprocess.run([shc, "train", "--run.dir", os.path.join(work, "diverge"),
                           "--train.max_steps", "20", "--train.warmup_steps", "0",

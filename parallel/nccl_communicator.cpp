@@ -1,0 +1,147 @@
+#include "parallel/nccl_communicator.h"
+
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <stdexcept>
+
+#include "parallel/mpi_util.h"
+
+namespace shc::parallel {
+namespace {
+
+void check_nccl(ncclResult_t result, const char* call, ncclComm_t comm = nullptr) {
+  if (result == ncclSuccess) return;
+  std::string message = std::string(call) + " failed: " + ncclGetErrorString(result);
+  const char* detail = ncclGetLastError(comm);
+  if (detail != nullptr && *detail != '\0') message += std::string(" (") + detail + ")";
+  throw std::runtime_error(message);
+}
+
+ncclDataType_t nccl_type(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat:
+      return ncclFloat32;
+    case at::kDouble:
+      return ncclFloat64;
+    case at::kBFloat16:
+      return ncclBfloat16;
+    case at::kHalf:
+      return ncclFloat16;
+    case at::kInt:
+      return ncclInt32;
+    case at::kLong:
+      return ncclInt64;
+    default:
+      throw std::invalid_argument("nccl backend: unsupported dtype " +
+                                  std::string(c10::toString(type)));
+  }
+}
+
+// The watchdog's view of an enqueued collective: finished once an event recorded right after it
+// on the same stream has completed.
+Watchdog::DoneFn finished_when_stream_reaches_here(const c10::cuda::CUDAStream& stream) {
+  auto event = std::make_shared<at::cuda::CUDAEvent>(cudaEventDisableTiming);
+  event->record(stream);
+  return [event] { return event->query(); };
+}
+
+}  // namespace
+
+NcclCommunicator::NcclCommunicator(MPI_Comm parent, c10::Device device, WatchdogOptions options)
+    : NcclCommunicator(Adopt{}, detail::duplicate(parent), nullptr, device, options) {}
+
+NcclCommunicator::NcclCommunicator(Adopt, MPI_Comm mpi, ncclComm_t nccl, c10::Device device,
+                                   WatchdogOptions options)
+    : Communicator(detail::comm_rank(mpi), detail::comm_size(mpi), options),
+      mpi_(mpi),
+      nccl_(nccl),
+      device_(device) {
+  if (!device_.is_cuda() || !device_.has_index()) {
+    throw std::invalid_argument("nccl backend: needs a CUDA device with an index, got " +
+                                device_.str());
+  }
+  if (nccl_ == nullptr) {
+    // Rank 0 creates the group's id; MPI carries it to the others.
+    ncclUniqueId id;
+    if (rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    detail::check_mpi(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi_), "MPI_Bcast (ncclUniqueId)");
+    c10::cuda::CUDAGuard guard(device_);
+    check_nccl(ncclCommInitRank(&nccl_, size(), id, rank()), "ncclCommInitRank");
+  }
+  start_watchdog(mpi_);
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  stop_watchdog();
+  ncclCommDestroy(nccl_);
+  detail::free_comm(mpi_);
+}
+
+NcclCommunicator::Completion NcclCommunicator::do_all_reduce_sum(const at::Tensor& tensor) {
+  c10::cuda::CUDAGuard guard(device_);
+  const auto stream = c10::cuda::getCurrentCUDAStream(device_.index());
+  check_nccl(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(),
+                           nccl_type(tensor.scalar_type()), ncclSum, nccl_, stream.stream()),
+             "ncclAllReduce", nccl_);
+  return finished_when_stream_reaches_here(stream);
+}
+
+NcclCommunicator::Completion NcclCommunicator::do_reduce_scatter_sum(const at::Tensor& input,
+                                                                     const at::Tensor& output) {
+  c10::cuda::CUDAGuard guard(device_);
+  const auto stream = c10::cuda::getCurrentCUDAStream(device_.index());
+  check_nccl(ncclReduceScatter(input.data_ptr(), output.data_ptr(), output.numel(),
+                               nccl_type(input.scalar_type()), ncclSum, nccl_, stream.stream()),
+             "ncclReduceScatter", nccl_);
+  return finished_when_stream_reaches_here(stream);
+}
+
+NcclCommunicator::Completion NcclCommunicator::do_all_gather(const at::Tensor& input,
+                                                             const at::Tensor& output) {
+  // In place (input == output's chunk rank()) is NCCL's own in-place convention.
+  c10::cuda::CUDAGuard guard(device_);
+  const auto stream = c10::cuda::getCurrentCUDAStream(device_.index());
+  check_nccl(ncclAllGather(input.data_ptr(), output.data_ptr(), input.numel(),
+                           nccl_type(input.scalar_type()), nccl_, stream.stream()),
+             "ncclAllGather", nccl_);
+  return finished_when_stream_reaches_here(stream);
+}
+
+NcclCommunicator::Completion NcclCommunicator::do_broadcast(const at::Tensor& tensor, int root) {
+  c10::cuda::CUDAGuard guard(device_);
+  const auto stream = c10::cuda::getCurrentCUDAStream(device_.index());
+  check_nccl(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(),
+                           nccl_type(tensor.scalar_type()), root, nccl_, stream.stream()),
+             "ncclBroadcast", nccl_);
+  return finished_when_stream_reaches_here(stream);
+}
+
+NcclCommunicator::Completion NcclCommunicator::do_barrier() {
+  // NCCL has no barrier: a one-element all-reduce, then the host waits for it, so that returning
+  // means every rank got this far (the watchdog covers the wait).
+  c10::cuda::CUDAGuard guard(device_);
+  const auto stream = c10::cuda::getCurrentCUDAStream(device_.index());
+  at::Tensor token = at::zeros({1}, at::TensorOptions().device(device_).dtype(at::kFloat));
+  check_nccl(ncclAllReduce(token.data_ptr(), token.data_ptr(), 1, ncclFloat32, ncclSum, nccl_,
+                           stream.stream()),
+             "ncclAllReduce (barrier)", nccl_);
+  stream.synchronize();
+  return {};
+}
+
+std::unique_ptr<Communicator> NcclCommunicator::do_split(int color, int key) {
+  // Both splits order the members by (key, rank here), so the MPI and NCCL groups agree.
+  MPI_Comm child_mpi = MPI_COMM_NULL;
+  detail::check_mpi(MPI_Comm_split(mpi_, color, key, &child_mpi), "MPI_Comm_split");
+  MPI_Comm_set_errhandler(child_mpi, MPI_ERRORS_RETURN);
+  ncclComm_t child_nccl = nullptr;
+  c10::cuda::CUDAGuard guard(device_);
+  check_nccl(ncclCommSplit(nccl_, color, key, &child_nccl, nullptr), "ncclCommSplit", nccl_);
+  return std::unique_ptr<Communicator>(
+      new NcclCommunicator(Adopt{}, child_mpi, child_nccl, device_, watchdog_options()));
+}
+
+}  // namespace shc::parallel

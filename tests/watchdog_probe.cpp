@@ -1,0 +1,58 @@
+// A job in which some ranks stop calling collectives: the others must be ended by the watchdog
+// (exit 5, a message naming the missing ranks), not hang. Driven by check_watchdog.py.
+//
+//   watchdog_probe TIMEOUT_S HANG_RANKS [--odd-group]
+//
+// Every rank enters two healthy collectives (#1 barrier, #2 all_reduce); then the world ranks in
+// HANG_RANKS (comma-separated) sleep for a minute while the rest enter #3 all_reduce. With
+// --odd-group all of this happens in the group of odd world ranks (from split()), and even ranks
+// only sleep. Sleepers never wake in a passing run: mpirun stops them once a rank exits 5.
+#include <ATen/ops/ones.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "parallel/communicator.h"
+#include "parallel/runtime.h"
+
+int main(int argc, char** argv) {
+  using namespace shc::parallel;
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: watchdog_probe TIMEOUT_S HANG_RANKS [--odd-group]\n");
+    return 2;
+  }
+  const double timeout_s = std::atof(argv[1]);
+  std::set<int> hang;
+  std::stringstream list(argv[2]);
+  for (std::string item; std::getline(list, item, ',');) hang.insert(std::stoi(item));
+  const bool odd_group = argc > 3 && std::string(argv[3]) == "--odd-group";
+
+  Runtime& runtime = Runtime::instance();
+  const int rank = runtime.rank();
+  std::unique_ptr<Communicator> comm =
+      make_communicator("mpi", c10::Device(c10::kCPU), WatchdogOptions{timeout_s});
+  if (odd_group) {
+    comm = comm->split(rank % 2, rank);
+    if (rank % 2 == 0) {
+      std::this_thread::sleep_for(std::chrono::seconds(60));
+      return 0;
+    }
+  }
+
+  at::Tensor tensor = at::ones({8}, at::TensorOptions().dtype(at::kFloat));
+  comm->barrier();
+  comm->all_reduce(tensor);
+  if (hang.count(rank) != 0) {
+    std::this_thread::sleep_for(std::chrono::seconds(60));
+    return 0;
+  }
+  comm->all_reduce(tensor);  // never completes: the watchdog ends the process
+  std::fprintf(stderr, "[rank %d] collective #3 completed, which it must not\n", rank);
+  return 1;
+}
