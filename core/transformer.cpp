@@ -63,9 +63,12 @@ torch::Tensor SHCTransformerImpl::embed(const torch::Tensor& ids) {
 
 torch::Tensor SHCTransformerImpl::run_block(int64_t i, const torch::Tensor& streams,
                                             LayerKVCache* cache) {
-  auto s = blocks_.at(i)->forward(streams, cache);
+  return between_blocks(blocks_.at(i)->forward(streams, cache));
+}
+
+torch::Tensor SHCTransformerImpl::between_blocks(const torch::Tensor& streams) {
   // With stream_rank r < n the state crosses block boundaries as C = U^T S (r x d per token).
-  return stream_codec ? stream_codec->decompress(stream_codec->compress(s)) : s;
+  return stream_codec ? stream_codec->decompress(stream_codec->compress(streams)) : streams;
 }
 
 torch::Tensor SHCTransformerImpl::final_hidden(const torch::Tensor& streams) {
@@ -88,9 +91,12 @@ torch::Tensor SHCTransformerImpl::forward(const torch::Tensor& ids) {
 torch::Tensor SHCTransformerImpl::forward(const torch::Tensor& ids, const torch::Tensor& labels) {
   TORCH_CHECK(labels.sizes() == ids.sizes(), "labels must have the shape of ids, got ",
               labels.sizes(), " vs ", ids.sizes());
-  auto logits = forward(ids);
-  const int64_t t = ids.size(1);
-  auto pred = logits.narrow(1, 0, t - 1).reshape({-1, cfg_.vocab_size});
+  return next_token_loss(forward(ids), labels);
+}
+
+torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& labels) {
+  const int64_t t = labels.size(1), vocab = logits.size(-1);
+  auto pred = logits.narrow(1, 0, t - 1).reshape({-1, vocab});
   auto target = labels.narrow(1, 1, t - 1).reshape({-1});
   return torch::nn::functional::cross_entropy(
       pred, target, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex));

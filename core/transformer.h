@@ -37,6 +37,10 @@ struct GenerationOptions {
 // Label value that contributes nothing to the loss.
 constexpr int64_t kIgnoreIndex = -100;
 
+// Mean next-token cross entropy of logits (batch, T, vocab) against labels (batch, T): position t
+// predicts labels[t + 1]; kIgnoreIndex labels are skipped.
+torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& labels);
+
 class SHCTransformerImpl : public torch::nn::Module {
  public:
   explicit SHCTransformerImpl(ModelConfig cfg);
@@ -54,6 +58,9 @@ class SHCTransformerImpl : public torch::nn::Module {
   // The units a sharded runtime executes one at a time: embed -> block(i) -> head.
   torch::Tensor embed(const torch::Tensor& ids);  // (batch, T, n, d)
   torch::Tensor run_block(int64_t i, const torch::Tensor& streams, LayerKVCache* cache = nullptr);
+  // What run_block applies after block i: the stream codec's round trip (stream_rank < n) or
+  // nothing. A runtime that runs blocks itself calls this between them.
+  torch::Tensor between_blocks(const torch::Tensor& streams);
   torch::Tensor head(const torch::Tensor& streams);  // logits (batch, T, vocab), at least fp32
   torch::Tensor final_hidden(const torch::Tensor& streams);  // (batch, T, d) after the final norm
 

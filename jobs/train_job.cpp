@@ -1,8 +1,9 @@
 // `shc train`: the training loop (SPEC §8). AdamW with decay on matrices only, linear warmup +
 // cosine decay, gradient clipping, accumulation over micro-batches, fp32 or bf16 autocast, a
 // NaN/Inf guard, periodic validation, a progress line and RUN_DIR/metrics.jsonl.
-// Runs on every MPI rank (mpirun / srun) with data parallelism: each rank trains on its slice of
-// every global batch and gradients are averaged (parallel/ddp.h).
+// Runs on every MPI rank (mpirun / srun): each rank trains on its slice of every global batch,
+// with the parameters replicated (ddp, parallel/ddp.h) or sharded (fsdp / hybrid,
+// parallel/fsdp.h).
 #include <torch/torch.h>
 
 #include <boost/log/trivial.hpp>
@@ -26,6 +27,7 @@
 #include "jobs/trainer.h"
 #include "parallel/communicator.h"
 #include "parallel/ddp.h"
+#include "parallel/fsdp.h"
 #include "parallel/runtime.h"
 
 namespace shc::jobs {
@@ -119,7 +121,13 @@ class TrainJob : public Job {
     po::options_description parallel("parallel options");
     parallel.add_options()
         ("parallel.strategy", po::value<std::string>()->default_value("ddp"),
-         "ddp: every rank holds the whole model and gradients are averaged")
+         "ddp (replicated parameters, averaged gradients), fsdp (parameters, gradients and "
+         "optimizer state sharded 1/N over all ranks, ZeRO-3) or hybrid (sharded within groups "
+         "of parallel.shard_group_size ranks, replicated across groups)")
+        ("parallel.shard_group_size", po::value<int>()->default_value(0),
+         "hybrid: ranks per shard group (must divide the world size)")
+        ("parallel.reshard_after_forward", po::value<bool>()->default_value(true),
+         "fsdp/hybrid: free gathered block parameters after forward (false = ZeRO-2)")
         ("parallel.backend", po::value<std::string>()->default_value("auto"),
          "auto | mpi | nccl (auto: nccl on GPUs in a build with NCCL, else mpi)")
         ("parallel.bucket_mb", po::value<double>()->default_value(25.0),
@@ -144,10 +152,19 @@ class TrainJob : public Job {
 
     const auto cfg = model_config_from(vm);
     if (!vm.count("data.train")) throw std::invalid_argument("data.train is required");
-    if (vm["parallel.strategy"].as<std::string>() != "ddp") {
-      throw std::invalid_argument("parallel.strategy '" +
-                                  vm["parallel.strategy"].as<std::string>() +
-                                  "' is not available; this build has: ddp");
+    const std::string strategy = vm["parallel.strategy"].as<std::string>();
+    if (strategy != "ddp" && strategy != "fsdp" && strategy != "hybrid") {
+      throw std::invalid_argument("parallel.strategy must be ddp, fsdp or hybrid, got '" +
+                                  strategy + "'");
+    }
+    const bool sharded = strategy != "ddp";
+    const int shard_group = strategy == "fsdp"     ? world
+                            : strategy == "hybrid" ? vm["parallel.shard_group_size"].as<int>()
+                                                   : 1;
+    if (sharded && (shard_group < 1 || world % shard_group != 0)) {
+      throw std::invalid_argument("parallel.shard_group_size (" + std::to_string(shard_group) +
+                                  ") must be a positive divisor of the world size (" +
+                                  std::to_string(world) + ")");
     }
     const int64_t max_steps = vm["train.max_steps"].as<int64_t>();
     const int64_t global_batch = vm["train.global_batch"].as<int64_t>();
@@ -222,24 +239,48 @@ class TrainJob : public Job {
                             << comm->backend() << " backend, device " << device.str() << ", "
                             << torch::get_num_threads() << " thread(s) per rank";
     if (root) {
-      // DDP keeps everything on every rank: parameters, gradients and AdamW's two moments.
-      BOOST_LOG_TRIVIAL(info) << "memory per rank (ddp): parameters " << (param_bytes >> 20)
-                              << " MiB + gradients " << (param_bytes >> 20) << " MiB + optimizer "
-                              << (2 * param_bytes >> 20) << " MiB = " << (4 * param_bytes >> 20)
-                              << " MiB, plus activations";
-    }
-    std::unique_ptr<parallel::DistributedDataParallel> ddp;
-    if (world > 1) {
-      ddp = std::make_unique<parallel::DistributedDataParallel>(
-          model->parameters(), *grad_comm, vm["parallel.bucket_mb"].as<double>());
-      ddp->broadcast_parameters(0);
+      // Parameters, gradients and AdamW's two moments: all on every rank (ddp), or a 1/g share
+      // plus the gathered units (the outer unit and one block) while they run (fsdp/hybrid).
+      const int64_t share = 4 * param_bytes / (sharded ? shard_group : 1);
+      BOOST_LOG_TRIVIAL(info) << "memory per rank (" << strategy << "): parameters + gradients + "
+                              << "optimizer = " << (share >> 20) << " MiB"
+                              << (sharded ? " (plus padding and the gathered units)" : "")
+                              << ", plus activations";
     }
     AdamWSettings adamw;
     adamw.lr = vm["train.lr"].as<double>();
     adamw.weight_decay = vm["train.weight_decay"].as<double>();
     adamw.beta1 = vm["train.beta1"].as<double>();
     adamw.beta2 = vm["train.beta2"].as<double>();
-    auto optimizer = make_adamw(*model, adamw);
+    std::unique_ptr<parallel::DistributedDataParallel> ddp;
+    std::unique_ptr<parallel::Communicator> shard_comm, replica_comm;
+    std::unique_ptr<parallel::FullyShardedDataParallel> fsdp;
+    std::unique_ptr<torch::optim::Optimizer> optimizer;
+    if (sharded) {
+      shard_comm = comm->split(rank / shard_group, rank);
+      replica_comm = comm->split(rank % shard_group, rank);
+      fsdp = std::make_unique<parallel::FullyShardedDataParallel>(
+          model, *shard_comm, replica_comm.get(),
+          parallel::FullyShardedDataParallel::Options{
+              vm["parallel.reshard_after_forward"].as<bool>()});
+      // Decoupled weight decay is applied by fsdp->apply_weight_decay (a shard mixes parameters
+      // with and without decay), so the optimizer's own is 0.
+      optimizer = std::make_unique<torch::optim::AdamW>(fsdp->shards(),
+                                                        torch::optim::AdamWOptions(adamw.lr)
+                                                            .betas({adamw.beta1, adamw.beta2})
+                                                            .eps(adamw.eps)
+                                                            .weight_decay(0.0));
+    } else {
+      if (world > 1) {
+        ddp = std::make_unique<parallel::DistributedDataParallel>(
+            model->parameters(), *grad_comm, vm["parallel.bucket_mb"].as<double>());
+        ddp->broadcast_parameters(0);
+      }
+      optimizer = make_adamw(*model, adamw);
+    }
+    MicroBatchLoss loss_of = [&](const torch::Tensor& ids) {
+      return fsdp ? fsdp->loss(ids) : model->forward(ids, ids);
+    };
     LrSchedule schedule{adamw.lr, vm["train.warmup_steps"].as<int64_t>(), max_steps,
                         vm["train.min_lr_ratio"].as<double>()};
 
@@ -257,11 +298,13 @@ class TrainJob : public Job {
       model->eval();
       val_data->restore(0);  // the same validation sequences every time
       double sum = 0;
+      if (fsdp) fsdp->begin_step();
       for (int64_t i = 0; i < eval_batches; ++i) {
         auto ids = to_tensor(val_data->next_batch(), micro_batch).to(device);
         AutocastScope autocast(precision, device.type());
-        sum += model->forward(ids, ids).item<double>();
+        sum += loss_of(ids).item<double>();
       }
+      if (fsdp) fsdp->end_evaluation();
       model->train();
       const double val_loss = mean_over_ranks(sum / double(eval_batches));
       if (metrics) metrics->write(step, {{"val_loss", val_loss}});
@@ -285,15 +328,23 @@ class TrainJob : public Job {
                                     std::pow(cfg.rank_tau_min / cfg.rank_tau_start, progress));
       }
       optimizer->zero_grad();
+      if (fsdp) {
+        fsdp->zero_grad();
+        fsdp->begin_step();
+      }
       auto batch = to_tensor(train_data.next_batch(), local_batch).to(device);
-      double loss = accumulate_gradients(model, batch, micro_batch, precision, [&](bool last) {
+      double loss = accumulate_gradients(loss_of, batch, micro_batch, precision, [&](bool last) {
         if (ddp) ddp->set_sync(last);  // no_sync until the last micro-batch
       });
       if (ddp) ddp->finish_gradient_sync();
+      if (fsdp) fsdp->finish_step();
       loss = mean_over_ranks(loss);
       // Gradients are identical on every rank after the reduction, so is their norm.
-      const double grad_norm = torch::nn::utils::clip_grad_norm_(
-          model->parameters(), grad_clip > 0 ? grad_clip : std::numeric_limits<double>::infinity());
+      const double grad_norm =
+          fsdp ? fsdp->clip_grad_norm(grad_clip)
+               : torch::nn::utils::clip_grad_norm_(
+                     model->parameters(),
+                     grad_clip > 0 ? grad_clip : std::numeric_limits<double>::infinity());
       if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
         ++bad_steps;
         BOOST_LOG_TRIVIAL(warning)
@@ -307,6 +358,7 @@ class TrainJob : public Job {
         optimizer->zero_grad();
       } else {
         bad_steps = 0;
+        if (fsdp) fsdp->apply_weight_decay(lr, adamw.weight_decay);
         optimizer->step();
       }
       const double step_seconds =

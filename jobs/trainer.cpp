@@ -53,8 +53,8 @@ AutocastScope::~AutocastScope() {
   at::autocast::clear_cache();
 }
 
-double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, int64_t micro_batch,
-                            Precision precision,
+double accumulate_gradients(const MicroBatchLoss& loss_of, const torch::Tensor& batch,
+                            int64_t micro_batch, Precision precision,
                             const std::function<void(bool last)>& before_backward) {
   const int64_t rows = batch.size(0);
   if (micro_batch < 1 || rows % micro_batch != 0) {
@@ -69,13 +69,20 @@ double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, i
     torch::Tensor loss;
     {
       AutocastScope autocast(precision, ids.device().type());
-      loss = model->forward(ids, ids);
+      loss = loss_of(ids);
     }
     if (before_backward) before_backward(i + 1 == steps);
     (loss / double(steps)).backward();
     loss_sum += loss.item<double>();
   }
   return loss_sum / double(steps);
+}
+
+double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, int64_t micro_batch,
+                            Precision precision,
+                            const std::function<void(bool last)>& before_backward) {
+  return accumulate_gradients([&](const torch::Tensor& ids) { return model->forward(ids, ids); },
+                              batch, micro_batch, precision, before_backward);
 }
 
 }  // namespace shc::jobs

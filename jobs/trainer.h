@@ -45,12 +45,20 @@ class AutocastScope {
   at::ScalarType previous_dtype_ = at::kBFloat16;
 };
 
+// The loss of one micro-batch (rows of seq_len + 1 tokens), e.g. the model's shifted cross
+// entropy, or a sharded runtime's forward.
+using MicroBatchLoss = std::function<torch::Tensor(const torch::Tensor& ids)>;
+
 // Forward and backward over `batch` (rows of seq_len + 1 tokens) in micro-batches of
 // `micro_batch` rows. Each micro-batch loss is divided by the number of micro-batches, so the
 // accumulated gradient is that of the mean loss over the whole batch (equal micro-batches).
 // Returns that mean loss. Gradients are added to whatever .grad already holds.
 // `before_backward(last)` runs before each micro-batch's backward, `last` for the final one (data
 // parallelism reduces gradients only then).
+double accumulate_gradients(const MicroBatchLoss& loss_of, const torch::Tensor& batch,
+                            int64_t micro_batch, Precision precision,
+                            const std::function<void(bool last)>& before_backward = {});
+// The same with the model's own loss, model->forward(ids, ids).
 double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, int64_t micro_batch,
                             Precision precision,
                             const std::function<void(bool last)>& before_backward = {});

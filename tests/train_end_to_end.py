@@ -56,6 +56,14 @@ for a, b in zip(l1, l2):
     assert abs(a - b) <= 1e-5 * abs(a), (l1, l2)
 assert os.path.exists(os.path.join(two, "logs", "rank1.log"))
 print("mpirun -np 2 losses equal the 1-process losses:", l2)
+# The same with the parameters, gradients and optimizer state sharded over the two ranks.
+fsdp = os.path.join(work, "fsdp")
+subprocess.run(["mpirun", "-np", "2", "--bind-to", "none", shc, "train", "--run.dir", fsdp,
+                "--parallel.strategy", "fsdp"] + short + common, check=True, env=mpi_env)
+l3 = losses(fsdp)
+for a, b in zip(l1, l3):
+    assert abs(a - b) <= 1e-5 * abs(a), (l1, l3)
+print("mpirun -np 2 fsdp losses equal the 1-process losses:", l3)
 
 diverge = subprocess.run([shc, "train", "--run.dir", os.path.join(work, "diverge"),
                           "--train.max_steps", "20", "--train.warmup_steps", "0",
