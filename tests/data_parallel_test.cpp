@@ -16,23 +16,12 @@
 #include "parallel/ddp.h"
 #include "parallel/fsdp.h"
 #include "parallel/runtime.h"
+#include "tests/test_model_config.h"
 
 namespace shc {
 namespace {
 
 constexpr int64_t kGlobalBatch = 8, kSeqLen = 16, kSteps = 4;
-
-ModelConfig test_config() {
-  ModelConfig c;
-  c.vocab_size = 61;
-  c.hidden_dim = 32;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.ffn_dim = 48;
-  c.max_seq_len = 32;
-  c.residual = ResidualKind::kSHC;
-  return c;
-}
 
 // The global batch of step s: the same rows on every rank, whatever the world size.
 torch::Tensor global_batch(int64_t step) {
@@ -53,7 +42,7 @@ enum class Strategy { kSingle, kDDP, kFSDP, kZeRO2, kHybrid };
 Run train(Strategy strategy, parallel::Communicator* comm, int64_t micro, double bucket_mb,
           torch::Dtype dtype = torch::kFloat, jobs::Precision precision = jobs::Precision::kFp32) {
   torch::manual_seed(7);
-  SHCTransformer model(test_config());
+  SHCTransformer model(test::small_model_config());
   model->to(dtype);
   jobs::AdamWSettings s;
   s.lr = 1e-2;
@@ -202,7 +191,7 @@ TEST_F(DDP, Bf16StaysWithinTwoPercentOfFp32) {
 
 TEST_F(DDP, GradientsAreIdenticalOnEveryRank) {
   torch::manual_seed(comm_->rank());  // different initial weights per rank ...
-  SHCTransformer model(test_config());
+  SHCTransformer model(test::small_model_config());
   parallel::DistributedDataParallel ddp(model->parameters(), *comm_, 0.05);
   ddp.broadcast_parameters(0);                               // ... until the broadcast
   auto batch = global_batch(0).narrow(0, comm_->rank(), 1);  // different data per rank

@@ -9,6 +9,7 @@
 
 #include "core/routing_analyzer.h"
 #include "core/transformer.h"
+#include "tests/test_model_config.h"
 
 namespace shc {
 namespace {
@@ -18,33 +19,16 @@ struct Variant {
   ModelConfig cfg;
 };
 
-ModelConfig small_config(ResidualKind kind) {
-  ModelConfig c;
-  c.name = "test";
-  c.vocab_size = 61;
-  c.hidden_dim = 32;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.ffn_dim = 48;
-  c.max_seq_len = 32;
-  c.residual = kind;
-  c.n_streams = 4;
-  c.k_mixture = 3;
-  c.top_k = 2;
-  c.sinkhorn_iters = 20;
-  return c;
-}
-
 std::vector<Variant> variants() {
   std::vector<Variant> v;
-  v.push_back({"residual", small_config(ResidualKind::kResidual)});
-  v.push_back({"hc", small_config(ResidualKind::kHC)});
-  v.push_back({"mhc", small_config(ResidualKind::kMHC)});
-  v.push_back({"shc", small_config(ResidualKind::kSHC)});
-  auto adaptive = small_config(ResidualKind::kSHC);
+  v.push_back({"residual", test::small_model_config(ResidualKind::kResidual)});
+  v.push_back({"hc", test::small_model_config(ResidualKind::kHC)});
+  v.push_back({"mhc", test::small_model_config(ResidualKind::kMHC)});
+  v.push_back({"shc", test::small_model_config(ResidualKind::kSHC)});
+  auto adaptive = test::small_model_config(ResidualKind::kSHC);
   adaptive.adaptive_rank = true;
   v.push_back({"shc_adaptive_rank", adaptive});
-  auto compressed = small_config(ResidualKind::kSHC);
+  auto compressed = test::small_model_config(ResidualKind::kSHC);
   compressed.stream_rank = 2;
   compressed.stream_offsets = true;
   compressed.n_kv_heads = 2;  // grouped-query attention
@@ -157,7 +141,7 @@ INSTANTIATE_TEST_SUITE_P(Kinds, ModelKinds, ::testing::ValuesIn(variants()),
                          [](const auto& info) { return info.param.name; });
 
 TEST(Generation, RowsStopIndependentlyAtEos) {
-  auto m = perturbed_model(small_config(ResidualKind::kSHC), 20);
+  auto m = perturbed_model(test::small_model_config(ResidualKind::kSHC), 20);
   auto prompt = torch::randint(61, {2, 3});
   GenerationOptions o;
   o.max_new_tokens = 10;
@@ -175,7 +159,7 @@ TEST(Generation, RowsStopIndependentlyAtEos) {
 }
 
 TEST(Generation, SamplingIsSeededAndRespectsTopK) {
-  auto m = perturbed_model(small_config(ResidualKind::kSHC), 21);
+  auto m = perturbed_model(test::small_model_config(ResidualKind::kSHC), 21);
   GenerationOptions o;
   o.max_new_tokens = 6;
   o.temperature = 0.8;
@@ -191,7 +175,7 @@ TEST(Generation, SamplingIsSeededAndRespectsTopK) {
 }
 
 TEST(Generation, RejectsPromptsBeyondMaxSeqLen) {
-  SHCTransformer m(small_config(ResidualKind::kSHC));
+  SHCTransformer m(test::small_model_config(ResidualKind::kSHC));
   GenerationOptions o;
   o.max_new_tokens = 30;
   try {
@@ -214,7 +198,7 @@ TEST(RoutingAtInit, ResidualMapsStartNearIdentityAndStayBounded) {
       {ResidualKind::kHC, 1e-6}, {ResidualKind::kMHC, 2e-3}, {ResidualKind::kSHC, 0.15}};
   for (auto [kind, gain_tolerance] : cases) {
     torch::manual_seed(30);
-    SHCTransformer m(small_config(kind));
+    SHCTransformer m(test::small_model_config(kind));
     RoutingAnalyzer analyzer(m);
     analyzer.analyze_batch(torch::randint(61, {2, 16}));
     EXPECT_EQ(analyzer.tokens_seen(), 32);
@@ -228,7 +212,7 @@ TEST(RoutingAtInit, ResidualMapsStartNearIdentityAndStayBounded) {
 }
 
 TEST(RoutingAnalyzer, ReportsMixtureAndRankStatistics) {
-  auto cfg = small_config(ResidualKind::kSHC);
+  auto cfg = test::small_model_config(ResidualKind::kSHC);
   cfg.adaptive_rank = true;
   auto m = perturbed_model(cfg, 31);
   RoutingAnalyzer analyzer(m);
@@ -248,7 +232,7 @@ TEST(RoutingAnalyzer, ReportsMixtureAndRankStatistics) {
 }
 
 TEST(AdaptiveRankModel, EveryNEffWorksMixedInOneBatchAndTrainsTheSelector) {
-  auto cfg = small_config(ResidualKind::kSHC);
+  auto cfg = test::small_model_config(ResidualKind::kSHC);
   cfg.adaptive_rank = true;
   auto m = perturbed_model(cfg, 40);
   // A strongly input-dependent selector with no preferred rank spreads n_eff over 1..4 within a

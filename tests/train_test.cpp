@@ -6,6 +6,7 @@
 
 #include "jobs/lr_schedule.h"
 #include "jobs/trainer.h"
+#include "tests/test_model_config.h"
 
 namespace shc::jobs {
 namespace {
@@ -24,20 +25,8 @@ TEST(LrSchedule, WarmupThenCosineToTheFloor) {
   EXPECT_NEAR(no_warmup.at(100), 0.0, 1e-18);
 }
 
-ModelConfig tiny_test_config() {
-  ModelConfig c;
-  c.vocab_size = 50;
-  c.hidden_dim = 32;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.ffn_dim = 64;
-  c.max_seq_len = 32;
-  c.residual = ResidualKind::kSHC;
-  return c;
-}
-
 TEST(AdamW, DecaysMatricesOnly) {
-  SHCTransformer m(tiny_test_config());
+  SHCTransformer m(test::small_model_config());
   auto opt = make_adamw(*m, AdamWSettings{});
   ASSERT_EQ(opt->param_groups().size(), 2u);
   int64_t decayed = 0, plain = 0;
@@ -59,7 +48,7 @@ TEST(AdamW, DecaysMatricesOnly) {
 
 TEST(Accumulation, MicroBatchesGiveTheGradientOfOneLargeBatch) {
   torch::manual_seed(3);
-  auto cfg = tiny_test_config();
+  auto cfg = test::small_model_config();
   SHCTransformer m(cfg);
   m->to(torch::kDouble);  // fp64: the two summation orders then agree to ~1e-12
   auto batch = torch::randint(cfg.vocab_size, {8, 17});
@@ -80,7 +69,7 @@ TEST(Accumulation, MicroBatchesGiveTheGradientOfOneLargeBatch) {
 
 TEST(Accumulation, Bf16AutocastStaysCloseToFp32) {
   torch::manual_seed(4);
-  auto cfg = tiny_test_config();
+  auto cfg = test::small_model_config();
   SHCTransformer m(cfg);
   auto batch = torch::randint(cfg.vocab_size, {4, 17});
   const double fp32 = accumulate_gradients(m, batch, 4, Precision::kFp32);
