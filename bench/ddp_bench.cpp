@@ -5,22 +5,24 @@
 //
 // (a) All-reduce bandwidth. B = the fp32 gradient bytes of the preset's model (or --allreduce_mb),
 //     reduced (i) by one raw MPI_Allreduce(MPI_IN_PLACE, MPI_FLOAT, MPI_SUM) on one flat buffer
-//     of B bytes, (ii) by DistributedDataParallel itself: gradients are set on the parameters and
-//     finish_gradient_sync() is timed with no backward before it, so it fills, launches and
-//     reduces every bucket (the same code path a step takes for buckets whose gradients never
-//     arrived, and the same all-reduce call the communication thread makes for every bucket). We
-//     time the real DDP rather than re-implementing its buckets: what is measured is what
-//     training runs. No backward runs, so nothing else competes with the buckets for the core.
-//     Two figures come out of (ii): "ddp buckets" = B / the time DDP's communication thread spent
-//     inside Communicator::all_reduce(bucket, kAvg) (comm_seconds(): the bucket collectives with
-//     their averaging division, watchdog bookkeeping and thread hand-off; the headline figure
-//     against the >= 90 % target), and "ddp sync wall" = B / the whole finish_gradient_sync()
-//     (adds copying .grad into the buckets and the averages back, two more passes over B).
-//     (iii) "comm buckets" = the same bucket sizes (DDP's partition rule, recomputed here and
-//     checked against num_buckets()) all-reduced one after another through a Communicator from
-//     the main thread: the bucketing cost alone, without DDP's thread. Algorithm bandwidth =
-//     B / time (GB/s, 1e9 bytes); times are the maximum over ranks of each repetition, then the
-//     median over repetitions; every repetition starts after a barrier.
+//     of B bytes (the reference; also, for reading the result, raw MPI_Allreduce on buffers of
+//     DDP's bucket sizes one after another), (ii) by DistributedDataParallel itself: gradients are
+//     set on the parameters and finish_gradient_sync() is timed with no backward before it, so it
+//     fills, launches and reduces every bucket (the same code path a step takes for buckets whose
+//     gradients never arrived, and the same all-reduce call the communication thread makes for
+//     every bucket). We time the real DDP rather than re-implementing its buckets: what is measured
+//     is what training runs. No backward runs, so only finish_gradient_sync's own copying of the
+//     next bucket shares the core with a bucket's all-reduce. Two figures come out of (ii): "ddp
+//     buckets" = B / the time DDP's communication thread spent inside
+//     Communicator::all_reduce(bucket, kAvg) (comm_seconds(): the bucket collectives with their
+//     averaging division, watchdog bookkeeping and thread hand-off; the headline figure against the
+//     >= 90 % target), and "ddp sync wall" = B / the whole finish_gradient_sync() (adds copying
+//     .grad into the buckets and the averages back, two more passes over B). (iii) "comm buckets" =
+//     the same bucket sizes (DDP's partition rule, recomputed here and checked against
+//     num_buckets()) all-reduced one after another through a Communicator from the main thread: the
+//     bucketing cost alone, without DDP's thread. Algorithm bandwidth = B / time (GB/s, 1e9 bytes);
+//     times are the maximum over ranks of each repetition, then the median over repetitions; every
+//     repetition starts after a barrier.
 //
 // (b) Overlap. --steps training steps of the preset (default `small`, fp32, seq_len 128, per-rank
 //     batch 4 in one micro-batch, --threads 1 intra-op thread) with jobs::accumulate_gradients +
@@ -34,11 +36,13 @@
 //     they leave their cores idle): t1 = its median step time. Then all ranks train with DDP:
 //     t_N = median over steps of the slowest rank's step time (steps start after a barrier).
 //     Efficiency = t1 / t_N at the same per-rank batch. Step = zero_grad + forward + backward +
-//     finish_gradient_sync + AdamW step; the first --warmup steps are not counted. Run it with
-//     -np 1 as well to see DDP's own cost on one rank.
+//     finish_gradient_sync + AdamW step; the first --warmup steps are not counted. Diagnostic in
+//     between: every rank trains alone at the same time without DDP (t_indep), which separates
+//     what sharing the machine costs (t1 / t_indep) from what DDP costs (t_indep / t_N). Run it
+//     with -np 1 as well to see DDP's own cost on one rank.
 //
 // Options: --preset NAME (small)  --allreduce_mb MB (0 = the model's gradient bytes)
-//          --bucket_mb MB (25)  --reps N (10, for (a))  --steps N (8; 0 skips (b) and (c))
+//          --bucket_mb MB (25)  --reps N (10, for (a))  --steps N (12; 0 skips (b) and (c))
 //          --warmup N (2)  --batch N (4)  --seq_len N (128)  --threads N (1)  --seed N (1)
 //          --out FILE.json
 #include <mpi.h>
@@ -77,7 +81,7 @@ struct Options {
   double allreduce_mb = 0;
   double bucket_mb = 25;
   int reps = 10;
-  int steps = 8;
+  int steps = 12;
   int warmup = 2;
   int64_t batch = 4;
   int64_t seq_len = 128;
@@ -93,7 +97,7 @@ Options parse(int argc, char** argv) {
     if (key == "--help" || key == "-h") {
       throw std::invalid_argument(
           "usage: ddp_bench [--preset small] [--allreduce_mb 0] [--bucket_mb 25] [--reps 10] "
-          "[--steps 8] [--warmup 2] [--batch 4] [--seq_len 128] [--threads 1] [--seed 1] "
+          "[--steps 12] [--warmup 2] [--batch 4] [--seq_len 128] [--threads 1] [--seed 1] "
           "[--out FILE.json]");
     }
     if (i + 1 >= argc) throw std::invalid_argument(key + " needs a value");
@@ -182,7 +186,7 @@ std::vector<int64_t> bucket_numels(const std::vector<torch::Tensor>& params, dou
 struct AllReduceResult {
   int64_t bytes = 0;
   size_t buckets = 0;
-  double raw_s = 0, ddp_comm_s = 0, ddp_wall_s = 0, comm_buckets_s = 0;
+  double raw_s = 0, raw_buckets_s = 0, ddp_comm_s = 0, ddp_wall_s = 0, comm_buckets_s = 0;
   bool correct = true;
 };
 
@@ -196,22 +200,34 @@ AllReduceResult bench_allreduce(const Options& o, const std::vector<torch::Tenso
   const int64_t numel = r.bytes / 4;
   const float expected = 0.5f * float(world + 1);  // mean of rank + 1 over the ranks
 
-  // (i) One raw MPI_Allreduce, in place like the communicator's (chunked only beyond INT_MAX).
-  std::vector<double> raw;
-  {
-    auto flat = torch::empty({numel}, torch::kFloat);
+  // (i) Raw MPI_Allreduce, in place like the communicator's (chunked only beyond INT_MAX): on one
+  // buffer of all the bytes (the reference), and on buffers of the bucket sizes one after another
+  // (separates the effect of message size from that of DDP's own machinery).
+  const auto numels = bucket_numels(params, o.bucket_mb);
+  auto raw_allreduce = [&](const std::vector<int64_t>& sizes) {
+    std::vector<torch::Tensor> flats;
+    for (int64_t n : sizes) flats.push_back(torch::empty({n}, torch::kFloat));
+    std::vector<double> times;
     for (int rep = 0; rep < o.reps + 1; ++rep) {
-      flat.fill_(float(rank + 1));
+      for (auto& f : flats) f.fill_(float(rank + 1));
       MPI_Barrier(MPI_COMM_WORLD);
       const double t0 = now();
-      for (int64_t offset = 0; offset < numel; offset += INT32_MAX) {
-        const int count = static_cast<int>(std::min<int64_t>(INT32_MAX, numel - offset));
-        MPI_Allreduce(MPI_IN_PLACE, flat.data_ptr<float>() + offset, count, MPI_FLOAT, MPI_SUM,
-                      MPI_COMM_WORLD);
+      for (auto& f : flats) {
+        for (int64_t offset = 0; offset < f.numel(); offset += INT32_MAX) {
+          const int count = static_cast<int>(std::min<int64_t>(INT32_MAX, f.numel() - offset));
+          MPI_Allreduce(MPI_IN_PLACE, f.data_ptr<float>() + offset, count, MPI_FLOAT, MPI_SUM,
+                        MPI_COMM_WORLD);
+        }
       }
-      if (rep > 0) raw.push_back(now() - t0);  // the first one warms up (page faults, MPI)
+      if (rep > 0) times.push_back(now() - t0);  // the first one warms up (page faults, MPI)
+      for (auto& f : flats) {
+        r.correct = r.correct && (f - float(world) * expected).abs().max().item<float>() == 0.0f;
+      }
     }
-  }
+    return times;
+  };
+  const auto raw = raw_allreduce({numel});
+  const auto raw_buckets = raw_allreduce(numels);
 
   // (ii) DistributedDataParallel::finish_gradient_sync() on gradients set by hand.
   std::vector<double> ddp_comm_t, ddp_wall_t;
@@ -245,7 +261,6 @@ AllReduceResult bench_allreduce(const Options& o, const std::vector<torch::Tenso
   // (iii) The same buckets through the Communicator, from this thread.
   std::vector<double> comm_t;
   {
-    const auto numels = bucket_numels(params, o.bucket_mb);
     if (numels.size() != r.buckets) {
       throw std::logic_error("bucket partition differs from DistributedDataParallel's");
     }
@@ -264,6 +279,7 @@ AllReduceResult bench_allreduce(const Options& o, const std::vector<torch::Tenso
   }
 
   r.raw_s = median(over_ranks(raw, MPI_MAX));
+  r.raw_buckets_s = median(over_ranks(raw_buckets, MPI_MAX));
   r.ddp_comm_s = median(over_ranks(ddp_comm_t, MPI_MAX));
   r.ddp_wall_s = median(over_ranks(ddp_wall_t, MPI_MAX));
   r.comm_buckets_s = median(over_ranks(comm_t, MPI_MAX));
@@ -280,8 +296,9 @@ struct TrainResult {
   double last_loss = 0;
 };
 
-// (b)/(c): trains o.warmup + o.steps steps; `comm` null = one process without DDP.
-TrainResult train(const Options& o, Communicator* comm, int rank) {
+// (b)/(c): trains o.warmup + o.steps steps, with DDP over `comm` unless it is null. `together`:
+// every rank trains, steps start after a barrier and a step's time is the slowest rank's.
+TrainResult train(const Options& o, Communicator* comm, bool together, int rank) {
   torch::manual_seed(o.seed);
   shc::SHCTransformer model(shc::get_config(o.preset));
   std::unique_ptr<DistributedDataParallel> ddp;
@@ -296,7 +313,7 @@ TrainResult train(const Options& o, Communicator* comm, int rank) {
   std::vector<double> step_s;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
     const auto batch = torch::randint(vocab, {o.batch, o.seq_len + 1}, gen);
-    if (comm) MPI_Barrier(MPI_COMM_WORLD);
+    if (together) MPI_Barrier(MPI_COMM_WORLD);
     const double c0 = ddp ? ddp->comm_seconds() : 0, w0 = ddp ? ddp->wait_seconds() : 0;
     const double t0 = now();
     optimizer->zero_grad();
@@ -315,7 +332,7 @@ TrainResult train(const Options& o, Communicator* comm, int rank) {
       r.comm_step_s.push_back(ddp->comm_seconds() - c0);
     }
   }
-  r.step_s = comm ? over_ranks(step_s, MPI_MAX) : step_s;
+  r.step_s = together ? over_ranks(step_s, MPI_MAX) : step_s;
   return r;
 }
 
@@ -390,12 +407,15 @@ int main(int argc, char** argv) {
   }
 
   // (c) baseline: rank 0 alone, no DDP; then (b) and (c): every rank with DDP.
-  TrainResult single, ddp;
+  // Diagnostic between the two: every rank trains alone at once, no DDP (what sharing the machine
+  // costs without any communication).
+  TrainResult single, independent, ddp;
   if (o.steps > 0) {
     // A nonblocking barrier matches only nonblocking barriers, so rank 0 joins with one too.
-    if (rank == 0) single = train(o, nullptr, 0);
+    if (rank == 0) single = train(o, nullptr, false, 0);
     idle_until_all_arrive();
-    ddp = train(o, ddp_comm.get(), rank);
+    if (world > 1) independent = train(o, nullptr, true, rank);
+    ddp = train(o, ddp_comm.get(), true, rank);
   }
   const auto comm_by_rank = gather_to_root(ddp.comm_s);
   const auto wait_by_rank = gather_to_root(ddp.wait_s);
@@ -413,6 +433,7 @@ int main(int argc, char** argv) {
   const double hidden = comm_total > 0 ? 1.0 - wait_total / comm_total : 0;
   const double t1 = median(single.step_s), tn = median(ddp.step_s);
   const double efficiency = tn > 0 ? t1 / tn : 0;
+  const double ti = median(independent.step_s);
   const auto cfg = shc::get_config(o.preset);
   const int64_t tokens = o.batch * o.seq_len;
 
@@ -429,6 +450,7 @@ int main(int argc, char** argv) {
                 s > 0 ? 100.0 * ar.raw_s / s : 0.0);
   };
   row("raw MPI_Allreduce, one buffer", ar.raw_s);
+  row("raw MPI_Allreduce, bucket-sized buffers", ar.raw_buckets_s);
   row("ddp buckets (comm thread, comm_seconds)", ar.ddp_comm_s);
   row("ddp finish_gradient_sync (wall)", ar.ddp_wall_s);
   row("communicator buckets (main thread)", ar.comm_buckets_s);
@@ -439,6 +461,11 @@ int main(int argc, char** argv) {
                 static_cast<long long>(o.seq_len), o.steps, o.warmup);
     std::printf("  1 rank, no DDP (rank 0 alone):  %8.3f s/step  %8.0f tokens/s\n", t1,
                 tokens / t1);
+    if (world > 1) {
+      std::printf(
+          "  %d ranks, each alone, no DDP:    %8.3f s/step  (diagnostic: t1 / this = %.1f%%)\n",
+          world, ti, 100.0 * t1 / ti);
+    }
     std::printf("  %d rank(s), DDP (slowest rank):  %8.3f s/step  %8.0f tokens/s (all ranks)\n",
                 world, tn, world * tokens / tn);
     std::printf("  last loss: 1 rank %.3f, DDP rank 0 %.3f (random tokens: ln 257 = 5.55)\n",
@@ -448,6 +475,8 @@ int main(int argc, char** argv) {
         "  communication per step (rank 0, median) %.1f ms; raw all-reduce of the same "
         "bytes %.1f ms\n",
         comm_step_by_rank[0] * 1e3, ar.raw_s * 1e3);
+    std::printf("  exposed wait per step (mean over ranks) %.1f ms\n",
+                1e3 * wait_total / (world * o.steps));
     std::printf("  hidden behind backward: 1 - wait/comm = 1 - %.3f/%.3f s = %.1f%% (per rank:",
                 wait_total, comm_total, 100.0 * hidden);
     for (int r = 0; r < world; ++r) {
@@ -473,10 +502,12 @@ int main(int argc, char** argv) {
       << "  \"allreduce\": {\"bytes\": " << ar.bytes << ", \"buckets\": " << ar.buckets
       << ", \"bucket_mb\": " << o.bucket_mb << ", \"reps\": " << o.reps
       << ", \"correct\": " << (ar.correct ? "true" : "false")
-      << ",\n    \"raw_mpi_s\": " << ar.raw_s << ", \"ddp_comm_s\": " << ar.ddp_comm_s
-      << ", \"ddp_sync_wall_s\": " << ar.ddp_wall_s
+      << ",\n    \"raw_mpi_s\": " << ar.raw_s
+      << ", \"raw_mpi_bucket_sized_s\": " << ar.raw_buckets_s
+      << ", \"ddp_comm_s\": " << ar.ddp_comm_s << ", \"ddp_sync_wall_s\": " << ar.ddp_wall_s
       << ", \"communicator_buckets_s\": " << ar.comm_buckets_s
       << ",\n    \"raw_mpi_gbps\": " << gbps(ar.bytes, ar.raw_s)
+      << ", \"raw_mpi_bucket_sized_gbps\": " << gbps(ar.bytes, ar.raw_buckets_s)
       << ", \"ddp_comm_gbps\": " << gbps(ar.bytes, ar.ddp_comm_s)
       << ", \"ddp_sync_wall_gbps\": " << gbps(ar.bytes, ar.ddp_wall_s)
       << ", \"communicator_buckets_gbps\": " << gbps(ar.bytes, ar.comm_buckets_s)
@@ -489,8 +520,10 @@ int main(int argc, char** argv) {
         << "\", \"batch_per_rank\": " << o.batch << ", \"seq_len\": " << o.seq_len
         << ", \"steps\": " << o.steps << ", \"warmup\": " << o.warmup
         << ",\n    \"single_step_s\": " << list(single.step_s)
+        << ",\n    \"independent_step_s\": " << list(independent.step_s)
         << ",\n    \"ddp_step_s\": " << list(ddp.step_s) << ",\n    \"single_median_s\": " << t1
-        << ", \"ddp_median_s\": " << tn << ", \"weak_scaling_efficiency\": " << efficiency
+        << ", \"independent_median_s\": " << ti << ", \"ddp_median_s\": " << tn
+        << ", \"weak_scaling_efficiency\": " << efficiency
         << ",\n    \"comm_s_by_rank\": " << list(comm_by_rank)
         << ", \"wait_s_by_rank\": " << list(wait_by_rank)
         << ", \"comm_per_step_median_s_by_rank\": " << list(comm_step_by_rank)
