@@ -23,6 +23,17 @@ std::string where(const std::string& path) {
   return "data file '" + path + "': ";
 }
 
+// Destroys a half-built object (closing its HDF5 handles) when a constructor throws; disarmed once
+// construction succeeded.
+template <typename T>
+struct ResetOnFailure {
+  std::unique_ptr<T>& impl;
+  bool armed = true;
+  ~ResetOnFailure() {
+    if (armed) impl.reset();
+  }
+};
+
 }  // namespace
 
 std::recursive_mutex& hdf5_mutex() {
@@ -87,13 +98,7 @@ ShardWriter::ShardWriter(const std::string& path, int64_t vocab_size, const std:
   std::lock_guard<std::recursive_mutex> lock(hdf5_mutex());
   h5::silence_errors();
   // On failure the handles opened so far are closed here, under the lock.
-  struct Cleanup {
-    std::unique_ptr<Impl>& impl;
-    bool armed = true;
-    ~Cleanup() {
-      if (armed) impl.reset();
-    }
-  } cleanup{impl_};
+  ResetOnFailure<Impl> cleanup{impl_};
   s.file = Handle(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
   if (!s.file) throw DataError(where(path) + "cannot create the file");
   const hsize_t zero = 0, unlimited = H5S_UNLIMITED;
@@ -204,13 +209,7 @@ ShardReader::ShardReader(const std::string& path) : impl_(std::make_unique<Impl>
   std::lock_guard<std::recursive_mutex> lock(hdf5_mutex());
   h5::silence_errors();
   // On failure the handles opened so far are closed here, under the lock.
-  struct Cleanup {
-    std::unique_ptr<Impl>& impl;
-    bool armed = true;
-    ~Cleanup() {
-      if (armed) impl.reset();
-    }
-  } cleanup{impl_};
+  ResetOnFailure<Impl> cleanup{impl_};
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     throw DataError(at + "not an HDF5 file (corrupt, truncated or not a shard)");
   }
