@@ -94,6 +94,12 @@ torch::Tensor SHCTransformerImpl::forward(const torch::Tensor& ids, const torch:
   return next_token_loss(forward(ids), labels);
 }
 
+bool is_decayed_parameter(const std::string& name, const torch::Tensor& parameter) {
+  static const std::string kSuffix = "weight";
+  return parameter.dim() >= 2 && name.size() >= kSuffix.size() &&
+         name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0;
+}
+
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& labels) {
   const int64_t t = labels.size(1), vocab = logits.size(-1);
   auto pred = logits.narrow(1, 0, t - 1).reshape({-1, vocab});

@@ -34,6 +34,11 @@ struct GenerationOptions {
   std::optional<uint64_t> seed;  // sampling RNG seed; unset = the global torch generator
 };
 
+// AdamW's decoupled weight decay applies to matrices only: parameters named "*weight" with two
+// or more dimensions (linear and embedding weights, routing projections), not norm gains,
+// biases, scales, Cayley generators or stream offsets.
+bool is_decayed_parameter(const std::string& name, const torch::Tensor& parameter);
+
 // Label value that contributes nothing to the loss.
 constexpr int64_t kIgnoreIndex = -100;
 

@@ -17,6 +17,7 @@
 
 #include <sched.h>
 
+#include "core/precision.h"
 #include "core/transformer.h"
 #include "data/loader.h"
 #include "jobs/job.h"
@@ -69,13 +70,6 @@ int default_threads(const parallel::Runtime& runtime) {
     return std::max(1, online / runtime.local_size());
   const int allowed = CPU_COUNT(&mask);
   return std::max(1, allowed < online ? allowed : online / runtime.local_size());
-}
-
-// Bytes of one copy of the parameters in fp32.
-int64_t parameter_bytes(const torch::nn::Module& m) {
-  int64_t bytes = 0;
-  for (const auto& p : m.parameters()) bytes += p.numel() * 4;
-  return bytes;
 }
 
 class TrainJob : public Job {
@@ -232,7 +226,7 @@ class TrainJob : public Job {
     torch::manual_seed(seed);
     SHCTransformer model(cfg);
     model->to(device);
-    const int64_t param_bytes = parameter_bytes(*model);
+    const int64_t param_bytes = model->num_parameters() * 4;  // fp32 master weights
     BOOST_LOG_TRIVIAL(info) << cfg.summary() << ": " << model->num_parameters() << " parameters; "
                             << train_data.sequences_per_epoch() << " training sequences of "
                             << seq_len + 1 << " tokens; " << world << " rank(s), "
@@ -301,7 +295,7 @@ class TrainJob : public Job {
       if (fsdp) fsdp->begin_step();
       for (int64_t i = 0; i < eval_batches; ++i) {
         auto ids = to_tensor(val_data->next_batch(), micro_batch).to(device);
-        AutocastScope autocast(precision, device.type());
+        AutocastScope autocast(precision == Precision::kBf16, device.type());
         sum += loss_of(ids).item<double>();
       }
       if (fsdp) fsdp->end_evaluation();

@@ -2,9 +2,9 @@
 
 #include <torch/torch.h>
 
-#include <ATen/autocast_mode.h>
-
 #include <stdexcept>
+
+#include "core/precision.h"
 
 namespace shc::jobs {
 
@@ -17,9 +17,7 @@ Precision parse_precision(const std::string& name) {
 std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& model, const AdamWSettings& s) {
   std::vector<torch::Tensor> decay, no_decay;
   for (const auto& item : model.named_parameters()) {
-    const auto& name = item.key();
-    const bool is_weight = name.size() >= 6 && name.compare(name.size() - 6, 6, "weight") == 0;
-    (is_weight && item.value().dim() >= 2 ? decay : no_decay).push_back(item.value());
+    (is_decayed_parameter(item.key(), item.value()) ? decay : no_decay).push_back(item.value());
   }
   auto options = [&](double wd) {
     return std::make_unique<torch::optim::AdamWOptions>(
@@ -37,22 +35,6 @@ void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
   }
 }
 
-AutocastScope::AutocastScope(Precision precision, torch::DeviceType device)
-    : enabled_(precision == Precision::kBf16), device_(device) {
-  if (!enabled_) return;
-  previous_enabled_ = at::autocast::is_autocast_enabled(device_);
-  previous_dtype_ = at::autocast::get_autocast_dtype(device_);
-  at::autocast::set_autocast_dtype(device_, at::kBFloat16);
-  at::autocast::set_autocast_enabled(device_, true);
-}
-
-AutocastScope::~AutocastScope() {
-  if (!enabled_) return;
-  at::autocast::set_autocast_enabled(device_, previous_enabled_);
-  at::autocast::set_autocast_dtype(device_, previous_dtype_);
-  at::autocast::clear_cache();
-}
-
 double accumulate_gradients(const MicroBatchLoss& loss_of, const torch::Tensor& batch,
                             int64_t micro_batch, Precision precision,
                             const std::function<void(bool last)>& before_backward) {
@@ -68,7 +50,7 @@ double accumulate_gradients(const MicroBatchLoss& loss_of, const torch::Tensor& 
     auto ids = batch.narrow(0, i * micro_batch, micro_batch);
     torch::Tensor loss;
     {
-      AutocastScope autocast(precision, ids.device().type());
+      AutocastScope autocast(precision == Precision::kBf16, ids.device().type());
       loss = loss_of(ids);
     }
     if (before_backward) before_backward(i + 1 == steps);

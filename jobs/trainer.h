@@ -23,27 +23,10 @@ struct AdamWSettings {
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
 };
 
-// AdamW with weight decay on matrices only: parameters named "*weight" with two or more
-// dimensions (linear and embedding weights, routing projections). Norm gains, biases, scales,
-// Cayley generators and stream offsets are not decayed. Group 0 decays, group 1 does not.
+// AdamW with weight decay on matrices only (shc::is_decayed_parameter). Group 0 decays, group 1
+// does not.
 std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& model, const AdamWSettings& s);
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
-
-// bf16 autocast on the model's device for the scope (fp32 weights, gradients and optimizer state
-// stay fp32: autocast only lowers the compute of matmul-like ops); a no-op for fp32.
-class AutocastScope {
- public:
-  AutocastScope(Precision precision, torch::DeviceType device);
-  ~AutocastScope();
-  AutocastScope(const AutocastScope&) = delete;
-  AutocastScope& operator=(const AutocastScope&) = delete;
-
- private:
-  bool enabled_;
-  torch::DeviceType device_;
-  bool previous_enabled_ = false;
-  at::ScalarType previous_dtype_ = at::kBFloat16;
-};
 
 // The loss of one micro-batch (rows of seq_len + 1 tokens), e.g. the model's shifted cross
 // entropy, or a sharded runtime's forward.

@@ -8,16 +8,14 @@
 #include <map>
 #include <set>
 
+#include "core/precision.h"
+
 namespace shc::parallel {
 
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-bool is_decayed(const std::string& name, const torch::Tensor& p) {
-  return name.size() >= 6 && name.compare(name.size() - 6, 6, "weight") == 0 && p.dim() >= 2;
-}
 
 // One block, run as a unit: forward without saved activations, backward by recomputation.
 struct BlockFunction : public torch::autograd::Function<BlockFunction> {
@@ -46,20 +44,6 @@ struct BlockFunction : public torch::autograd::Function<BlockFunction> {
                                        ctx->saved_data["autocast"].toBool());
     return {grad_x, torch::Tensor(), torch::Tensor()};
   }
-};
-
-// Autocast for the recomputation (thread-local state, restored on exit).
-class RecomputeAutocast {
- public:
-  RecomputeAutocast(bool enabled, torch::DeviceType device) : device_(device) {
-    previous_ = at::autocast::is_autocast_enabled(device_);
-    at::autocast::set_autocast_enabled(device_, enabled);
-  }
-  ~RecomputeAutocast() { at::autocast::set_autocast_enabled(device_, previous_); }
-
- private:
-  torch::DeviceType device_;
-  bool previous_;
 };
 
 }  // namespace
@@ -102,7 +86,7 @@ FullyShardedDataParallel::FullyShardedDataParallel(SHCTransformer model, Communi
       unit.numel += p.numel();
       flat_parts.push_back(p.detach().reshape({-1}).to(unit.dtype));
       mask_parts.push_back(
-          torch::full({p.numel()}, is_decayed(names[u][k], p) ? 1.0 : 0.0, unit.dtype));
+          torch::full({p.numel()}, is_decayed_parameter(names[u][k], p) ? 1.0 : 0.0, unit.dtype));
     }
     // Pad to a multiple of the group size: every rank's shard has the same length.
     unit.padded = (unit.numel + n - 1) / n * n;
@@ -204,7 +188,7 @@ torch::Tensor FullyShardedDataParallel::block_backward(int64_t block, const torc
     auto current = gen.get_state();
     gen.set_state(rng_state);
     torch::AutoGradMode grad_mode(true);
-    RecomputeAutocast cast(autocast, x.device().type());
+    AutocastScope cast(autocast, x.device().type());
     SHCBlock b = model_->block_list()[block];
     y = b->forward(input);
     gen.set_state(current);
