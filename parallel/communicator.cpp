@@ -1,5 +1,8 @@
 #include "parallel/communicator.h"
 
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+
 #include <cstdint>
 #include <stdexcept>
 
@@ -165,6 +168,31 @@ std::unique_ptr<Communicator> Communicator::split(int color, int key) {
     return Completion();
   });
   return group;
+}
+
+at::Tensor Communicator::do_allocate(std::int64_t numel, at::ScalarType dtype, bool zero) {
+  const auto options = at::TensorOptions().dtype(dtype).device(device());
+  return zero ? at::zeros({numel}, options) : at::empty({numel}, options);
+}
+
+at::Tensor Communicator::empty(std::int64_t numel, at::ScalarType dtype) {
+  return do_allocate(numel, dtype, false);
+}
+
+at::Tensor Communicator::zeros(std::int64_t numel, at::ScalarType dtype) {
+  return do_allocate(numel, dtype, true);
+}
+
+at::Tensor Communicator::scalar(double value, at::ScalarType dtype) {
+  at::Tensor tensor = do_allocate(1, dtype, false);
+  tensor.fill_(value);
+  return tensor;
+}
+
+double Communicator::all_reduce_scalar(double value, ReduceOp op) {
+  at::Tensor tensor = scalar(value, at::kDouble);
+  all_reduce(tensor, op);
+  return tensor.item<double>();  // on a GPU: waits for the reduction
 }
 
 bool nccl_available() {

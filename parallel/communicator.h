@@ -11,7 +11,11 @@
 //
 // Rules for callers:
 // - Tensors must be contiguous, on the communicator's device(), of a supported dtype: float32,
-//   float64, bfloat16, float16, int32, int64. kAvg needs a floating dtype.
+//   float64, bfloat16, float16, int32, int64. kAvg needs a floating dtype. Both backends reject a
+//   tensor on any other device. Buffers made for a collective (flat gradient buckets, shards,
+//   gathered units, the scalars of loss and norm averaging) are allocated with empty(), zeros()
+//   or scalar() here, never with a bare at::empty: that is the device rule of SPEC §5 made
+//   structural, and a test double can check that every tensor it receives came from them.
 // - reduce_scatter / all_gather need input.numel() == size() * output.numel() (resp. the
 //   reverse): callers pad uneven data themselves (std::invalid_argument otherwise).
 //   all_reduce and broadcast take any numel.
@@ -70,6 +74,14 @@ class Communicator {
   // options. split(0, rank()) duplicates the communicator.
   std::unique_ptr<Communicator> split(int color, int key);
 
+  // Buffers for collectives, on device(): one flat tensor of `numel` elements.
+  at::Tensor empty(std::int64_t numel, at::ScalarType dtype);
+  at::Tensor zeros(std::int64_t numel, at::ScalarType dtype);
+  // A one-element tensor holding `value`.
+  at::Tensor scalar(double value, at::ScalarType dtype = at::kDouble);
+  // The sum (or mean) over the group of one number per rank, computed in float64 on device().
+  double all_reduce_scalar(double value, ReduceOp op = ReduceOp::kSum);
+
   // Sequence number of the last collective this rank entered (0 before the first); the
   // watchdog's #N. Counted per communicator; split() is a collective too.
   std::uint64_t last_sequence() const { return sequence_; }
@@ -93,6 +105,9 @@ class Communicator {
   virtual Completion do_broadcast(const at::Tensor& tensor, int root) = 0;
   virtual Completion do_barrier() = 0;
   virtual std::unique_ptr<Communicator> do_split(int color, int key) = 0;
+  // Every buffer of empty() / zeros() / scalar() comes from here: zero-filled when `zero`.
+  // Backends keep the default (a fresh tensor on device()); a checking test double records them.
+  virtual at::Tensor do_allocate(std::int64_t numel, at::ScalarType dtype, bool zero);
 
  private:
   // Runs one collective under its sequence number and the watchdog.
