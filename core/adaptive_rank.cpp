@@ -32,7 +32,17 @@ RankSelection AdaptiveRankSelectorImpl::forward(const torch::Tensor& x) {
   auto l = logits(x);
   torch::Tensor one_hot;
   if (is_training()) {
-    auto u = torch::rand_like(l).clamp(1e-10, 1.0 - 1e-7);
+    torch::Tensor u;
+    if (noise_key_) {
+      TORCH_CHECK(l.dim() == 3 && l.size(0) == noise_key_->sequence_index.size(0),
+                  "AdaptiveRankSelector: keyed noise needs (batch, T, features) input with one "
+                  "sequence index per row; got ",
+                  l.sizes(), " for ", noise_key_->sequence_index.size(0), " sequence indices");
+      u = keyed_uniform(*noise_key_, layer_, l.size(1), l.size(2)).to(l.options());
+    } else {
+      u = torch::rand_like(l);
+    }
+    u = u.clamp(1e-10, 1.0 - 1e-7);
     auto soft = torch::softmax((l - torch::log(-torch::log(u))) / tau_, -1);
     auto hard = torch::zeros_like(soft).scatter_(-1, soft.argmax(-1, true), 1.0);
     one_hot = hard - soft.detach() + soft;

@@ -9,6 +9,8 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include "gumbel_noise.h"
+
 namespace shc {
 
 struct RankSelection {
@@ -28,6 +30,13 @@ class AdaptiveRankSelectorImpl : public torch::nn::Module {
 
   void set_temperature(double tau) { tau_ = tau; }
   double temperature() const { return tau_; }
+  // Training draws its Gumbel noise from `key` for this layer (keyed_uniform; x must then be
+  // (batch, T, features) with one key row per batch row); null: from the default generator.
+  // `key` must outlive its use.
+  void set_noise_key(const GumbelNoiseKey* key, int64_t layer) {
+    noise_key_ = key;
+    layer_ = layer;
+  }
 
   torch::nn::Linear hidden{nullptr}, out{nullptr};
   torch::Tensor layer_bias;  // (n), starts favouring n_eff = n
@@ -35,6 +44,8 @@ class AdaptiveRankSelectorImpl : public torch::nn::Module {
  private:
   int64_t n_;
   double tau_ = 1.0;
+  const GumbelNoiseKey* noise_key_ = nullptr;
+  int64_t layer_ = 0;
 };
 TORCH_MODULE(AdaptiveRankSelector);
 

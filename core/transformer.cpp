@@ -185,6 +185,15 @@ void SHCTransformerImpl::set_rank_temperature(double tau) {
   }
 }
 
+void SHCTransformerImpl::set_gumbel_noise(std::optional<GumbelNoiseKey> key) {
+  gumbel_key_ = std::move(key);
+  for (auto& b : blocks_) {
+    if (b->rank_selector) {
+      b->rank_selector->set_noise_key(gumbel_key_ ? &*gumbel_key_ : nullptr, b->layer());
+    }
+  }
+}
+
 int64_t SHCTransformerImpl::num_parameters() const {
   int64_t total = 0;
   for (const auto& p : parameters()) total += p.numel();

@@ -74,6 +74,10 @@ class SHCTransformerImpl : public torch::nn::Module {
   void set_routing_observer(RoutingObserver* observer);
   // Gumbel-softmax temperature of every rank selector (the trainer anneals it).
   void set_rank_temperature(double tau);
+  // Keys the rank selectors' Gumbel noise for the next forwards (gumbel_noise.h): the trainer
+  // sets (seed, step, global sequence index of each row) before each micro-batch; nullopt goes
+  // back to the default generator.
+  void set_gumbel_noise(std::optional<GumbelNoiseKey> key);
 
   int64_t num_parameters() const;
   // Parameter counts by component: embedding, attention, ffn, norms, routing, head.
@@ -92,6 +96,7 @@ class SHCTransformerImpl : public torch::nn::Module {
 
   ModelConfig cfg_;
   std::vector<SHCBlock> blocks_;
+  std::optional<GumbelNoiseKey> gumbel_key_;  // the selectors point here
 };
 TORCH_MODULE(SHCTransformer);
 

@@ -10,6 +10,8 @@
 #include <iostream>
 #include <mutex>
 #include <stdexcept>
+#include <system_error>
+#include <vector>
 
 #include <boost/core/null_deleter.hpp>
 #include <boost/date_time/posix_time/posix_time_types.hpp>
@@ -35,6 +37,7 @@ std::mutex g_mutex;
 std::atomic<int> g_rank{0};  // read by the formatter on whichever thread logs
 boost::shared_ptr<TextSink> g_console;
 boost::shared_ptr<TextSink> g_file;
+bool g_console_open = false;  // this rank's records reach the console
 
 // "[2026-11-22 05:50:01.123] [rank 0] info: message"
 void format_record(const logging::record_view& rec, logging::formatting_ostream& out) {
@@ -89,7 +92,8 @@ void init_logging(int rank, const std::string& level, bool all_ranks_to_console)
 
   if (g_console) core->remove_sink(g_console);
   g_console = make_sink(boost::shared_ptr<std::ostream>(&std::clog, boost::null_deleter()));
-  if (rank != 0 && !all_ranks_to_console) {
+  g_console_open = rank == 0 || all_ranks_to_console;
+  if (!g_console_open) {
     // Installed but closed rather than left out: with no sink at all Boost.Log falls back to
     // its default sink, which would print every rank's records to the console.
     g_console->set_filter([](const logging::attribute_value_set&) { return false; });
@@ -104,8 +108,8 @@ void add_rank_log_file(const std::string& run_dir, int rank) {
   // Append: a resumed run continues the same per-rank log.
   auto file = boost::make_shared<std::ofstream>(path, std::ios::out | std::ios::app);
   if (!*file) {
-    throw std::runtime_error("cannot open log file '" + path.string() +
-                             "': " + std::strerror(errno));
+    throw std::filesystem::filesystem_error("cannot open log file", path,
+                                            std::error_code(errno, std::generic_category()));
   }
   std::lock_guard<std::mutex> lock(g_mutex);
   auto core = logging::core::get();
@@ -116,13 +120,47 @@ void add_rank_log_file(const std::string& run_dir, int rank) {
   core->add_sink(g_file);
 }
 
+void log_fatal(const std::string& message) {
+  BOOST_LOG_TRIVIAL(error) << message;
+  bool console_open = false;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    console_open = g_console && g_console_open;
+  }
+  if (console_open) return;
+  const std::string line = "[rank " + std::to_string(g_rank.load()) + "] error: " + message + "\n";
+  std::fputs(line.c_str(), stderr);
+  std::fflush(stderr);
+}
+
+namespace {
+// A non-negative integer environment variable, or -1.
+long env_number(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return -1;
+  char* end = nullptr;
+  const long number = std::strtol(value, &end, 10);
+  return *end == '\0' && number >= 0 ? number : -1;
+}
+}  // namespace
+
+int world_size_from_environment() {
+  std::vector<const char*> names{"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"};
+  if (env_number("SLURM_PROCID") >= 0) {
+    names.push_back("SLURM_STEP_NUM_TASKS");
+    names.push_back("SLURM_NTASKS");
+  }
+  for (const char* name : names) {
+    const long size = env_number(name);
+    if (size >= 1) return static_cast<int>(size);
+  }
+  return 1;
+}
+
 int rank_from_environment() {
   for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"}) {
-    const char* value = std::getenv(name);
-    if (value == nullptr || *value == '\0') continue;
-    char* end = nullptr;
-    const long rank = std::strtol(value, &end, 10);
-    if (*end == '\0' && rank >= 0) return static_cast<int>(rank);
+    const long rank = env_number(name);
+    if (rank >= 0) return static_cast<int>(rank);
   }
   return 0;
 }

@@ -17,6 +17,16 @@ void init_logging(int rank, const std::string& level, bool all_ranks_to_console)
 // file sink to the new path. Throws std::runtime_error when the file cannot be opened.
 void add_rank_log_file(const std::string& run_dir, int rank);
 
+// A fatal error of this rank: an error record (in this rank's log file, and on the console where
+// this rank logs there), and on stderr in any case, prefixed "[rank R]", so that the failing rank's
+// message is never filtered away.
+void log_fatal(const std::string& message);
+
+// How many ranks the launcher started (mpirun, srun), before MPI is initialised: the first of
+// OMPI_COMM_WORLD_SIZE, PMI_SIZE, and under SLURM SLURM_STEP_NUM_TASKS / SLURM_NTASKS, that is
+// set to a number; else 1.
+int world_size_from_environment();
+
 // This process's rank as the launcher announces it, before MPI is initialised: the first of
 // OMPI_COMM_WORLD_RANK, PMI_RANK, PMIX_RANK, SLURM_PROCID that is set to a number, else 0.
 int rank_from_environment();

@@ -72,6 +72,16 @@ int default_threads(const parallel::Runtime& runtime) {
   return std::max(1, allowed < online ? allowed : online / runtime.local_size());
 }
 
+// The run directory and its parents; an ExitError (exit 3, I/O) naming it when that fails, e.g.
+// because a regular file is in the way.
+void create_run_directory(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (!ec && std::filesystem::is_directory(dir, ec)) return;
+  throw ExitError(kExitData, "cannot create the run directory '" + dir +
+                                 "': " + (ec ? ec.message() : "a file of that name is in the way"));
+}
+
 class TrainJob : public Job {
  public:
   void add_options(po::options_description& options) const override {
@@ -193,9 +203,10 @@ class TrainJob : public Job {
     torch::set_num_threads(threads > 0 ? threads : default_threads(runtime));
 
     // Rank 0 decides the run directory; every rank logs into it.
+    runtime.set_collective_timeout(vm["parallel.timeout_s"].as<double>());
     std::string run_dir = vm["run.dir"].as<std::string>();
     runtime.broadcast_string(run_dir);
-    if (root) std::filesystem::create_directories(run_dir);
+    if (root) create_run_directory(run_dir);
     runtime.barrier();
     add_rank_log_file(run_dir, rank);
     std::unique_ptr<MetricsLog> metrics;
@@ -280,10 +291,7 @@ class TrainJob : public Job {
 
     // Mean over all ranks of a per-rank mean (equal shares): what one process would compute.
     auto mean_over_ranks = [&](double value) {
-      if (world == 1) return value;
-      auto t = torch::tensor({value}, torch::kDouble);
-      comm->all_reduce(t, parallel::ReduceOp::kAvg);
-      return t.item<double>();
+      return world == 1 ? value : comm->all_reduce_scalar(value, parallel::ReduceOp::kAvg);
     };
 
     auto validate = [&](int64_t step) {
@@ -326,10 +334,23 @@ class TrainJob : public Job {
         fsdp->zero_grad();
         fsdp->begin_step();
       }
+      // Row r of this rank's batch is the global sequence first_sequence + r (data/loader.h).
+      const int64_t first_sequence = train_data.position() + rank * local_batch;
       auto batch = to_tensor(train_data.next_batch(), local_batch).to(device);
-      double loss = accumulate_gradients(loss_of, batch, micro_batch, precision, [&](bool last) {
-        if (ddp) ddp->set_sync(last);  // no_sync until the last micro-batch
-      });
+      double loss = accumulate_gradients(
+          loss_of, batch, micro_batch, precision,
+          [&](bool last) {
+            if (ddp) ddp->set_sync(last);  // no_sync until the last micro-batch
+          },
+          [&](int64_t first_row) {
+            // Gumbel noise keyed by global sequence, not by rank or micro-batch: any world size
+            // and accumulation draws what one process would.
+            if (!cfg.adaptive_rank) return;
+            model->set_gumbel_noise(GumbelNoiseKey{
+                seed, step,
+                torch::arange(first_sequence + first_row, first_sequence + first_row + micro_batch,
+                              torch::kLong)});
+          });
       if (ddp) ddp->finish_gradient_sync();
       if (fsdp) fsdp->finish_step();
       loss = mean_over_ranks(loss);

@@ -37,7 +37,8 @@ void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
 
 double accumulate_gradients(const MicroBatchLoss& loss_of, const torch::Tensor& batch,
                             int64_t micro_batch, Precision precision,
-                            const std::function<void(bool last)>& before_backward) {
+                            const std::function<void(bool last)>& before_backward,
+                            const std::function<void(int64_t first_row)>& before_forward) {
   const int64_t rows = batch.size(0);
   if (micro_batch < 1 || rows % micro_batch != 0) {
     throw std::invalid_argument("batch of " + std::to_string(rows) +
@@ -48,6 +49,7 @@ double accumulate_gradients(const MicroBatchLoss& loss_of, const torch::Tensor& 
   double loss_sum = 0;
   for (int64_t i = 0; i < steps; ++i) {
     auto ids = batch.narrow(0, i * micro_batch, micro_batch);
+    if (before_forward) before_forward(i * micro_batch);
     torch::Tensor loss;
     {
       AutocastScope autocast(precision == Precision::kBf16, ids.device().type());

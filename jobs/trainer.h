@@ -37,10 +37,13 @@ using MicroBatchLoss = std::function<torch::Tensor(const torch::Tensor& ids)>;
 // accumulated gradient is that of the mean loss over the whole batch (equal micro-batches).
 // Returns that mean loss. Gradients are added to whatever .grad already holds.
 // `before_backward(last)` runs before each micro-batch's backward, `last` for the final one (data
-// parallelism reduces gradients only then).
+// parallelism reduces gradients only then). `before_forward(first_row)` runs before each
+// micro-batch's forward with the index of its first row in `batch` (the trainer keys the rank
+// selector's Gumbel noise by the rows' global sequence indices).
 double accumulate_gradients(const MicroBatchLoss& loss_of, const torch::Tensor& batch,
                             int64_t micro_batch, Precision precision,
-                            const std::function<void(bool last)>& before_backward = {});
+                            const std::function<void(bool last)>& before_backward = {},
+                            const std::function<void(int64_t first_row)>& before_forward = {});
 // The same with the model's own loss, model->forward(ids, ids).
 double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, int64_t micro_batch,
                             Precision precision,

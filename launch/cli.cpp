@@ -1,6 +1,7 @@
 #include "launch/cli.h"
 
 #include <algorithm>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -17,6 +18,7 @@
 #include "data/errors.h"
 #include "jobs/job.h"
 #include "jobs/logging.h"
+#include "parallel/abort.h"
 
 #ifndef SHC_VERSION
 #define SHC_VERSION "0.0.0"  // CMake defines the project version; this is for hand builds
@@ -194,8 +196,17 @@ po::parsed_options parse_config_file(const std::string& file,
   }
 }
 
-int run_job(const jobs::JobInfo& info, const std::vector<std::string>& args, std::ostream& out) {
-  std::unique_ptr<jobs::Job> job = info.make();
+// The job, its parsed options, or nothing when only help was asked for (printed to out).
+struct ReadyJob {
+  std::unique_ptr<jobs::Job> job;
+  po::variables_map vm;
+};
+
+ReadyJob prepare_job(const jobs::JobInfo& info, const std::vector<std::string>& args,
+                     std::ostream& out) {
+  ReadyJob ready;
+  ready.job = info.make();
+  jobs::Job* job = ready.job.get();
   po::options_description job_options(info.name + " options", jobs::kHelpLineLength,
                                       jobs::kHelpLineLength / 2);
   job->add_options(job_options);
@@ -215,7 +226,7 @@ int run_job(const jobs::JobInfo& info, const std::vector<std::string>& args, std
     out << "usage: shc " << info.name << " " << kUsageArgs << "\n"
         << info.summary << "\n"
         << cli_options << "\n";
-    return jobs::kExitOk;
+    return {};
   }
 
   const auto style = po::command_line_style::default_style &
@@ -230,7 +241,7 @@ int run_job(const jobs::JobInfo& info, const std::vector<std::string>& args, std
 
   // po::store keeps the first value it sees for an option, so precedence is set by the order:
   // the command line first, then the config files from the last one to the first one.
-  po::variables_map vm;
+  po::variables_map& vm = ready.vm;
   po::store(command_line, vm);
   std::vector<std::string> files;
   if (vm.count("config")) files = vm["config"].as<std::vector<std::string>>();
@@ -247,7 +258,54 @@ int run_job(const jobs::JobInfo& info, const std::vector<std::string>& args, std
 
   jobs::init_logging(jobs::rank_from_environment(), vm["log.level"].as<std::string>(),
                      vm["log.all_ranks"].as<bool>());
-  return job->run(vm);
+  return ready;
+}
+
+// What the job ended with: its exit code (SPEC §8) and the message for the user.
+struct Failure {
+  int code;
+  std::string message;
+  bool show_help_hint;  // a usage error: point at `shc <job> --help`
+};
+
+Failure describe(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const UsageError& e) {
+    return {jobs::kExitUsage, e.what(), true};
+  } catch (const po::error& e) {
+    return {jobs::kExitUsage, e.what(), true};
+  } catch (const jobs::ExitError& e) {
+    return {e.code(), e.what(), false};
+  } catch (const data::DataError& e) {
+    // Bad data, whichever job met it: the message names the file (SPEC §8, exit 3).
+    return {jobs::kExitData, e.what(), false};
+  } catch (const std::filesystem::filesystem_error& e) {
+    // I/O counts with data (exit 3): an unwritable run directory, a missing file.
+    return {jobs::kExitData, e.what(), false};
+  } catch (const std::invalid_argument& e) {
+    // Configuration errors found past parsing, e.g. ModelConfig::validate().
+    return {jobs::kExitUsage, e.what(), false};
+  } catch (const std::exception& e) {
+    return {1, e.what(), false};
+  } catch (...) {
+    return {1, "unknown exception", false};
+  }
+}
+
+// The job being run, for the terminate handler's message.
+std::string g_job_name;
+
+// A multi-rank job runs with no handler above Job::run(): an exception that nothing catches
+// ends in std::terminate *before any stack unwinding* (GCC and Clang search for a handler first,
+// and unwind only if one exists), so no destructor can block on a collective that the peers will
+// never join. This handler logs the failing rank's message and ends every rank with its code.
+[[noreturn]] void end_job_on_uncaught_exception() {
+  const std::exception_ptr error = std::current_exception();
+  const Failure failure =
+      error ? describe(error) : Failure{1, "std::terminate without an exception", false};
+  jobs::log_fatal("shc " + g_job_name + ": " + failure.message);
+  parallel::abort_job(failure.code);
 }
 
 }  // namespace
@@ -301,29 +359,31 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     return jobs::kExitUsage;
   }
 
-  const std::string who = "shc " + info->name + ": ";
+  const auto report = [&](const Failure& failure) {
+    err << "shc " << info->name << ": " << failure.message << "\n";
+    if (failure.show_help_hint) {
+      err << "Run 'shc " << info->name << " --help' for its options.\n";
+    }
+    return failure.code;
+  };
+  ReadyJob ready;
   try {
-    return run_job(*info, std::vector<std::string>(args.begin() + 1, args.end()), out);
-  } catch (const UsageError& e) {
-    err << who << e.what() << "\nRun 'shc " << info->name << " --help' for its options.\n";
-    return jobs::kExitUsage;
-  } catch (const po::error& e) {
-    err << who << e.what() << "\nRun 'shc " << info->name << " --help' for its options.\n";
-    return jobs::kExitUsage;
-  } catch (const jobs::ExitError& e) {
-    err << who << e.what() << "\n";
-    return e.code();
-  } catch (const data::DataError& e) {
-    // Bad data, whichever job met it: the message names the file (SPEC §8, exit 3).
-    err << who << e.what() << "\n";
-    return jobs::kExitData;
-  } catch (const std::invalid_argument& e) {
-    // Configuration errors found past parsing, e.g. ModelConfig::validate().
-    err << who << e.what() << "\n";
-    return jobs::kExitUsage;
-  } catch (const std::exception& e) {
-    err << who << e.what() << "\n";
-    return 1;
+    ready = prepare_job(*info, std::vector<std::string>(args.begin() + 1, args.end()), out);
+  } catch (...) {
+    return report(describe(std::current_exception()));
+  }
+  if (!ready.job) return jobs::kExitOk;  // --help
+  if (jobs::world_size_from_environment() > 1) {
+    // One rank's failure must end every rank promptly with its code (SPEC §5): see
+    // end_job_on_uncaught_exception. Deliberately no try block here.
+    g_job_name = info->name;
+    std::set_terminate(end_job_on_uncaught_exception);
+    return ready.job->run(ready.vm);
+  }
+  try {
+    return ready.job->run(ready.vm);
+  } catch (...) {
+    return report(describe(std::current_exception()));
   }
 }
 

@@ -61,7 +61,8 @@ Communicator::~Communicator() {
 }
 
 void Communicator::start_watchdog(MPI_Comm group) {
-  watchdog_ = std::make_unique<Watchdog>(group, watchdog_options_);
+  watchdog_ =
+      std::make_unique<Watchdog>(group, watchdog_options_, [this] { return async_error(); });
 }
 
 void Communicator::stop_watchdog() {

@@ -105,6 +105,9 @@ class Communicator {
   virtual Completion do_broadcast(const at::Tensor& tensor, int root) = 0;
   virtual Completion do_barrier() = 0;
   virtual std::unique_ptr<Communicator> do_split(int color, int key) = 0;
+  // An error the backend found outside any call (NCCL: ncclCommGetAsyncError), empty while
+  // healthy. The watchdog polls it from its thread and ends the job on one.
+  virtual std::string async_error() { return {}; }
   // Every buffer of empty() / zeros() / scalar() comes from here: zero-filled when `zero`.
   // Backends keep the default (a fresh tensor on device()); a checking test double records them.
   virtual at::Tensor do_allocate(std::int64_t numel, at::ScalarType dtype, bool zero);

@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <stdexcept>
+#include <string>
 
 namespace shc::parallel {
 
@@ -23,12 +25,16 @@ DistributedDataParallel::DistributedDataParallel(std::vector<torch::Tensor> para
   double bytes = bucket_bytes;
   for (size_t k = parameters_.size(); k-- > 0;) {
     const auto& p = parameters_[k];
-    const bool same_kind = !buckets_.empty() &&
-                           buckets_.back().flat.scalar_type() == p.scalar_type() &&
-                           buckets_.back().flat.device() == p.device();
+    const bool same_kind =
+        !buckets_.empty() &&
+        parameters_[buckets_.back().params.back()].scalar_type() == p.scalar_type();
+    if (p.device() != comm_.device()) {
+      throw std::invalid_argument("DDP: parameter " + std::to_string(k) + " is on " +
+                                  p.device().str() + ", but the communicator works on " +
+                                  comm_.device().str() + "; move the model there first");
+    }
     if (bytes >= bucket_bytes || !same_kind) {
       buckets_.push_back(Bucket{});
-      buckets_.back().flat = torch::empty({0}, p.options());
       bytes = 0;
     }
     auto& b = buckets_.back();
@@ -37,10 +43,13 @@ DistributedDataParallel::DistributedDataParallel(std::vector<torch::Tensor> para
     b.offsets.push_back(b.params.empty() ? 0
                                          : b.offsets.back() + parameters_[b.params.back()].numel());
     b.params.push_back(k);
-    b.flat = torch::empty({b.offsets.back() + p.numel()}, p.options());
     bytes += double(p.numel() * p.element_size());
   }
-  for (auto& b : buckets_) b.pending = b.params.size();
+  for (auto& b : buckets_) {
+    const auto& last = parameters_[b.params.back()];
+    b.flat = comm_.empty(b.offsets.back() + last.numel(), last.scalar_type());
+    b.pending = b.params.size();
+  }
   for (size_t k = 0; k < parameters_.size(); ++k) {
     hooks_.push_back(parameters_[k].register_hook(
         [this, k](const torch::Tensor& grad) { on_gradient(k, grad); }));
@@ -86,12 +95,13 @@ void DistributedDataParallel::on_gradient(size_t k, const torch::Tensor& grad) {
     }
   }
   std::lock_guard<std::mutex> lock(mutex_);
-  if (--b.pending == 0) launch(bucket_of_[k]);
+  if (--b.pending == 0) launch_ready();
 }
 
-void DistributedDataParallel::launch(size_t bucket) {
-  buckets_[bucket].launched = true;
-  queue_.push_back(bucket);
+void DistributedDataParallel::launch_ready() {
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
+    queue_.push_back(next_launch_++);
+  }
   queue_cv_.notify_one();
 }
 
@@ -106,7 +116,17 @@ void DistributedDataParallel::communication_loop() {
       queue_.pop_front();
     }
     const auto start = std::chrono::steady_clock::now();
-    comm_.all_reduce(buckets_[bucket].flat, ReduceOp::kAvg);
+    try {
+      comm_.all_reduce(buckets_[bucket].flat, ReduceOp::kAvg);
+    } catch (...) {
+      // This thread's group is now out of step with the peers': it reduces nothing more.
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        failure_ = std::current_exception();
+      }
+      done_cv_.notify_all();
+      return;
+    }
     const double seconds = seconds_since(start);
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -121,10 +141,12 @@ void DistributedDataParallel::finish_gradient_sync() {
   const auto start = std::chrono::steady_clock::now();
   {
     std::unique_lock<std::mutex> lock(mutex_);
-    // Buckets in order, so every rank launches leftovers in the same order.
-    for (size_t i = 0; i < buckets_.size(); ++i) {
+    // The backward is over, so .grad holds every gradient of this step: a bucket still waiting
+    // for one (an unused parameter) is filled from .grad, then it and all after it are queued in
+    // order.
+    for (size_t i = next_launch_; i < buckets_.size(); ++i) {
       auto& b = buckets_[i];
-      if (b.launched) continue;
+      if (b.pending == 0) continue;
       torch::NoGradGuard no_grad;
       for (size_t s = 0; s < b.params.size(); ++s) {
         const auto& p = parameters_[b.params[s]];
@@ -135,14 +157,17 @@ void DistributedDataParallel::finish_gradient_sync() {
           slice.zero_();
         }
       }
-      launch(i);
+      b.pending = 0;
     }
+    launch_ready();
     done_cv_.wait(lock, [this] {
+      if (failure_) return true;
       for (const auto& b : buckets_) {
         if (!b.done) return false;
       }
       return true;
     });
+    if (failure_) std::rethrow_exception(failure_);
   }
   wait_seconds_ += seconds_since(start);
   torch::NoGradGuard no_grad;
@@ -157,8 +182,9 @@ void DistributedDataParallel::finish_gradient_sync() {
       }
     }
     b.pending = b.params.size();
-    b.launched = b.done = false;
+    b.done = false;
   }
+  next_launch_ = 0;
 }
 
 }  // namespace shc::parallel

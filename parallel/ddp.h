@@ -4,6 +4,13 @@
 // communication thread as soon as its last gradient arrives, so communication overlaps the rest
 // of backward. During gradient accumulation `set_sync(false)` keeps gradients local (no_sync);
 // the backward with sync on reduces the accumulated total.
+//
+// Buckets are all-reduced strictly in bucket order, as c10d's reducer does: a bucket that is ready
+// waits for its predecessors. Ranks whose gradients arrive in different orders (a parameter unused
+// on one rank, data-dependent paths) therefore still reduce the same bucket together; a bucket
+// whose gradients never all arrive is reduced by finish_gradient_sync(), after the backward.
+// A failure of the communication thread is not lost: finish_gradient_sync() rethrows it on the
+// calling thread (the job then ends every rank, abort.h).
 #pragma once
 
 #include <torch/types.h>
@@ -11,6 +18,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -21,8 +29,9 @@ namespace shc::parallel {
 
 class DistributedDataParallel {
  public:
-  // `parameters` in registration order (Module::parameters()); `comm` must outlive this object
-  // and carry no other collective while a backward with sync on is in flight.
+  // `parameters` in registration order (Module::parameters()), on comm.device(); `comm` must
+  // outlive this object and carry no other collective while a backward with sync on is in flight.
+  // std::invalid_argument for a parameter on another device.
   DistributedDataParallel(std::vector<torch::Tensor> parameters, Communicator& comm,
                           double bucket_mb = 25.0);
   ~DistributedDataParallel();
@@ -34,7 +43,8 @@ class DistributedDataParallel {
   // Whether the next backward passes reduce gradients (false = no_sync, for accumulation).
   void set_sync(bool sync);
   // After a backward with sync on: waits for every bucket (launching any whose gradients never
-  // arrived, e.g. unused parameters) and writes the averaged gradients into .grad.
+  // arrived, e.g. unused parameters) and writes the averaged gradients into .grad. Rethrows an
+  // exception of the communication thread.
   void finish_gradient_sync();
 
   size_t num_buckets() const { return buckets_.size(); }
@@ -48,12 +58,14 @@ class DistributedDataParallel {
   struct Bucket {
     std::vector<size_t> params;    // indices into parameters_
     std::vector<int64_t> offsets;  // of each parameter in `flat`
-    torch::Tensor flat;            // fp32 (or the parameters' dtype), sum of numels
+    torch::Tensor flat;            // the parameters' dtype, sum of numels, from comm.empty()
     size_t pending = 0;            // gradients still to arrive this step
-    bool launched = false, done = false;
+    bool done = false;
   };
   void on_gradient(size_t param, const torch::Tensor& grad);
-  void launch(size_t bucket);  // caller holds mutex_
+  // Queues every bucket from next_launch_ on whose gradients are complete, in order, stopping at
+  // the first that is not. Caller holds mutex_.
+  void launch_ready();
   void communication_loop();
 
   std::vector<torch::Tensor> parameters_;
@@ -66,6 +78,8 @@ class DistributedDataParallel {
   std::mutex mutex_;
   std::condition_variable queue_cv_, done_cv_;
   std::deque<size_t> queue_;
+  size_t next_launch_ = 0;      // buckets before it are queued (or reduced) this step
+  std::exception_ptr failure_;  // the communication thread's exception, if any
   bool stop_ = false;
   std::thread thread_;
   double comm_seconds_ = 0, wait_seconds_ = 0;

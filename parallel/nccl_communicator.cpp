@@ -5,8 +5,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <exception>
 #include <stdexcept>
 
+#include "parallel/abort.h"
 #include "parallel/mpi_util.h"
 
 namespace shc::parallel {
@@ -71,13 +73,33 @@ NcclCommunicator::NcclCommunicator(Adopt, MPI_Comm mpi, ncclComm_t nccl, c10::De
     c10::cuda::CUDAGuard guard(device_);
     check_nccl(ncclCommInitRank(&nccl_, size(), id, rank()), "ncclCommInitRank");
   }
+  abort_hook_ = add_abort_hook([comm = nccl_] { ncclCommAbort(comm); });
   start_watchdog(mpi_);
 }
 
 NcclCommunicator::~NcclCommunicator() {
   stop_watchdog();
-  ncclCommDestroy(nccl_);
+  remove_abort_hook(abort_hook_);
+  ncclResult_t async = ncclSuccess;
+  ncclCommGetAsyncError(nccl_, &async);
+  if (std::uncaught_exceptions() > 0 || async != ncclSuccess) {
+    ncclCommAbort(nccl_);
+  } else {
+    ncclCommDestroy(nccl_);
+  }
   detail::free_comm(mpi_);
+}
+
+std::string NcclCommunicator::async_error() {
+  ncclResult_t async = ncclSuccess;
+  const ncclResult_t result = ncclCommGetAsyncError(nccl_, &async);
+  if (result != ncclSuccess)
+    return std::string("ncclCommGetAsyncError failed: ") + ncclGetErrorString(result);
+  if (async == ncclSuccess || async == ncclInProgress) return {};
+  std::string message = std::string("NCCL asynchronous error: ") + ncclGetErrorString(async);
+  const char* detail = ncclGetLastError(nccl_);
+  if (detail != nullptr && *detail != '\0') message += std::string(" (") + detail + ")";
+  return message;
 }
 
 NcclCommunicator::Completion NcclCommunicator::do_all_reduce_sum(const at::Tensor& tensor) {

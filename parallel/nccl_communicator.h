@@ -6,11 +6,18 @@
 // The group also keeps an MPI communicator: rank 0's ncclUniqueId travels over it, and the
 // watchdog's side channel runs on it. A collective counts as finished for the watchdog when a
 // CUDA event recorded after it on the stream has completed.
+//
+// Failure (SPEC §5): the watchdog polls ncclCommGetAsyncError (async_error()); a timeout, an async
+// error or any fatal error of the job (abort_job, abort.h) aborts the NCCL communicator with
+// ncclCommAbort before MPI_Abort ends the ranks. The destructor never calls ncclCommDestroy while
+// an exception unwinds or the communicator has an error: an operation may still be in flight
+// (waiting for a peer that will never come), and ncclCommDestroy would wait for it.
 #pragma once
 
 #include <mpi.h>
 #include <nccl.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -34,6 +41,7 @@ class NcclCommunicator final : public Communicator {
   Completion do_broadcast(const at::Tensor& tensor, int root) override;
   Completion do_barrier() override;
   std::unique_ptr<Communicator> do_split(int color, int key) override;
+  std::string async_error() override;
 
  private:
   struct Adopt {};
@@ -44,6 +52,7 @@ class NcclCommunicator final : public Communicator {
   MPI_Comm mpi_;
   ncclComm_t nccl_;
   c10::Device device_;
+  std::uint64_t abort_hook_ = 0;
 };
 
 }  // namespace shc::parallel

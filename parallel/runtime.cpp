@@ -109,28 +109,40 @@ void Runtime::finalize() {
   if (owns_mpi_) MPI_Finalize();
 }
 
-void Runtime::broadcast_string(std::string& value, int root) const {
+void Runtime::set_collective_timeout(double seconds) {
+  if (watchdog_) {
+    throw std::logic_error(
+        "Runtime::set_collective_timeout: call it before the first barrier or broadcast_string");
+  }
+  watchdog_options_.timeout_s = seconds;
+}
+
+template <typename Call>
+void Runtime::watched(const char* op, Call call) {
+  if (!watchdog_) watchdog_ = std::make_unique<Watchdog>(comm_, watchdog_options_);
+  const std::uint64_t seq = ++sequence_;
+  watchdog_->begin(seq, op);
+  call();
+  watchdog_->end(seq);
+}
+
+void Runtime::broadcast_string(std::string& value, int root) {
+  // The length and the bytes travel as one collective for the watchdog; a length above INT_MAX
+  // is refused on every rank (root's value reaches all of them first), so none is left waiting.
   std::uint64_t length = value.size();
-  MPI_Bcast(&length, 1, MPI_UINT64_T, root, comm_);
+  watched("broadcast_string", [&] {
+    MPI_Bcast(&length, 1, MPI_UINT64_T, root, comm_);
+    if (length > static_cast<std::uint64_t>(INT_MAX)) return;
+    value.resize(length);
+    MPI_Bcast(value.data(), static_cast<int>(length), MPI_CHAR, root, comm_);
+  });
   if (length > static_cast<std::uint64_t>(INT_MAX)) {
     throw std::invalid_argument("broadcast_string: string longer than INT_MAX bytes");
   }
-  value.resize(length);
-  MPI_Bcast(value.data(), static_cast<int>(length), MPI_CHAR, root, comm_);
 }
 
-void Runtime::barrier() const {
-  MPI_Barrier(comm_);
-}
-
-void Runtime::abort(int exit_code) const {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
-  std::_Exit(exit_code);
+void Runtime::barrier() {
+  watched("barrier", [&] { MPI_Barrier(comm_); });
 }
 
 }  // namespace shc::parallel

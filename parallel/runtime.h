@@ -14,7 +14,11 @@
 #include <c10/core/Device.h>
 #include <mpi.h>
 
+#include <cstdint>
+#include <memory>
 #include <string>
+
+#include "parallel/watchdog.h"
 
 namespace shc::parallel {
 
@@ -37,14 +41,15 @@ class Runtime {
   c10::Device device() const { return device_; }
 
   // Collective over all ranks: every rank ends with root's string (e.g. the run directory that
-  // rank 0 chose).
-  void broadcast_string(std::string& value, int root = 0) const;
-  // Collective over all ranks.
-  void barrier() const;
-
-  // Ends the whole job now with `exit_code` (MPI_Abort): for a fatal error on one rank while
-  // others may be inside a collective, where returning from main() could hang in MPI_Finalize.
-  [[noreturn]] void abort(int exit_code) const;
+  // rank 0 chose). Watched like a communicator's collectives: a rank that never arrives ends the
+  // job after the collective timeout (exit 5) with the ranks it waited for.
+  void broadcast_string(std::string& value, int root = 0);
+  // Collective over all ranks; watched like broadcast_string.
+  void barrier();
+  // The timeout of the watchdog over broadcast_string and barrier (default 600 s; <= 0 turns it
+  // off). Call before the first of them, with the same value on every rank (jobs pass
+  // --parallel.timeout_s); std::logic_error once the watchdog runs.
+  void set_collective_timeout(double seconds);
   // Stops the collective watchdogs, then MPI_Finalize (if Runtime initialised MPI). Idempotent;
   // runs automatically at exit.
   void finalize();
@@ -58,8 +63,15 @@ class Runtime {
   int world_size_ = 1;
   int local_rank_ = 0;
   int local_size_ = 1;
+  // Runs one runtime collective under its sequence number and the watchdog (created on first use).
+  template <typename Call>
+  void watched(const char* op, Call call);
+
   c10::Device device_{c10::kCPU};
   MPI_Comm comm_ = MPI_COMM_NULL;  // Runtime's own duplicate of MPI_COMM_WORLD
+  WatchdogOptions watchdog_options_;
+  std::unique_ptr<Watchdog> watchdog_;
+  std::uint64_t sequence_ = 0;
 };
 
 // The check Runtime runs after MPI_Init: throws std::runtime_error if MPI reports

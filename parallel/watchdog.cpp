@@ -8,6 +8,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "parallel/abort.h"
+
 namespace shc::parallel {
 namespace {
 
@@ -29,14 +31,15 @@ bool mpi_finalized() {
 }
 
 // Every live, enabled watchdog, so that the runtime can stop their threads before MPI_Finalize
-// even if a communicator outlives main().
+// even if a communicator outlives main(). Never destroyed: the Runtime (a static constructed
+// before them) reads them from its own destructor at exit.
 std::mutex& registry_mutex() {
-  static std::mutex mutex;
-  return mutex;
+  static auto* mutex = new std::mutex;
+  return *mutex;
 }
 std::vector<Watchdog*>& registry() {
-  static std::vector<Watchdog*> watchdogs;
-  return watchdogs;
+  static auto* watchdogs = new std::vector<Watchdog*>;
+  return *watchdogs;
 }
 
 // "2" for 2.0, "0.5" for 0.5: the message echoes the option as the user wrote it.
@@ -48,8 +51,8 @@ std::string format_seconds(double seconds) {
 
 }  // namespace
 
-Watchdog::Watchdog(MPI_Comm group, WatchdogOptions options)
-    : options_(options), enabled_(options.timeout_s > 0) {
+Watchdog::Watchdog(MPI_Comm group, WatchdogOptions options, HealthFn health)
+    : options_(options), health_(std::move(health)), enabled_(options.timeout_s > 0) {
   if (!enabled_) return;
   if (MPI_Comm_dup(group, &side_) != MPI_SUCCESS) {
     throw std::runtime_error("watchdog: MPI_Comm_dup of the side channel failed");
@@ -147,15 +150,15 @@ void Watchdog::run() {
         try {
           done = it->second.done();
         } catch (const std::exception& error) {
-          std::string message = "[rank " + std::to_string(world_rank_) + "] collective #" +
-                                std::to_string(it->first) + " " + it->second.op +
-                                " failed: " + error.what() + "\n";
-          std::fputs(message.c_str(), stderr);
-          std::fflush(stderr);
-          std::_Exit(kWatchdogExitCode);
+          fail("collective #" + std::to_string(it->first) + " " + it->second.op +
+               " failed: " + error.what());
         }
       }
       it = done ? in_flight_.erase(it) : std::next(it);
+    }
+    if (health_) {
+      const std::string error = health_();
+      if (!error.empty()) fail("communicator failed: " + error);
     }
 
     if (!in_flight_.empty() && Clock::now() - in_flight_.begin()->second.start > timeout) {
@@ -229,8 +232,13 @@ void Watchdog::report_and_exit(std::uint64_t seq, const std::string& op) {
                               waiting + "\n";
   // One write, so that the lines of ranks sharing a terminal do not interleave.
   std::fputs(message.c_str(), stderr);
-  std::fflush(stderr);
-  std::_Exit(kWatchdogExitCode);
+  abort_job(kWatchdogExitCode);
+}
+
+void Watchdog::fail(const std::string& what) {
+  const std::string message = "[rank " + std::to_string(world_rank_) + "] " + what + "\n";
+  std::fputs(message.c_str(), stderr);
+  abort_job(kWatchdogExitCode);
 }
 
 }  // namespace shc::parallel

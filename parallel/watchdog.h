@@ -9,8 +9,10 @@
 // timeout_s. When #N does, it asks every peer which collective it has entered last, prints
 //   [rank R] collective #N <op> timed out after S s; waiting for ranks a, b
 // to stderr (R and a, b are MPI_COMM_WORLD ranks; the list holds the peers that had not entered #N
-// or did not answer in time), and ends the process with kWatchdogExitCode. mpirun then stops the
-// other ranks, so the job ends instead of hanging.
+// or did not answer in time), and ends the whole job with kWatchdogExitCode through abort_job()
+// (abort.h: NCCL communicators aborted, then MPI_Abort, so mpirun and srun stop every rank). The
+// same happens when the communicator reports an asynchronous error (NCCL's
+// ncclCommGetAsyncError, polled every tick) or a device query of a finished collective fails.
 //
 // Side channel: the question cannot travel through the blocked collective, so the watchdog owns an
 // MPI_Comm_dup of the group and talks point to point on it from its own thread
@@ -49,9 +51,11 @@ class Watchdog {
  public:
   // True once a collective finished; polled by the watchdog thread (e.g. a CUDA event query).
   using DoneFn = std::function<bool()>;
+  // The communicator's asynchronous error, empty while healthy; polled every tick.
+  using HealthFn = std::function<std::string()>;
 
   // Collective over `group` (duplicates it for the side channel); starts the thread.
-  Watchdog(MPI_Comm group, WatchdogOptions options);
+  Watchdog(MPI_Comm group, WatchdogOptions options, HealthFn health = nullptr);
   // Stops the thread, completes its messages and frees the side channel.
   ~Watchdog();
   Watchdog(const Watchdog&) = delete;
@@ -86,8 +90,10 @@ class Watchdog {
   std::vector<int> serve_side_channel();
   void send(int peer, int tag, std::int64_t value);
   [[noreturn]] void report_and_exit(std::uint64_t seq, const std::string& op);
+  [[noreturn]] void fail(const std::string& what);
 
   WatchdogOptions options_;
+  HealthFn health_;
   bool enabled_;
   MPI_Comm side_ = MPI_COMM_NULL;
   int rank_ = 0;                            // in the group

@@ -4,7 +4,8 @@
 // with allow(), e.g. the model's parameters, which the trainer moves to the runtime's device).
 // On a GPU the helpers allocate on the communicator's CUDA device, so a caller that passes this
 // check hands NCCL only device tensors; a bare at::empty or torch::tensor() in a collective path
-// fails it here, on the CPU. It also counts collectives by name (e.g. all-gathers per step).
+// fails it here, on the CPU. It also counts collectives by name (e.g. all-gathers per step), and
+// can inject a failure: the n-th collective of one name throws instead of running.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -28,6 +29,8 @@ class CheckingCommunicator final : public parallel::Communicator {
     std::vector<c10::Storage> buffers;  // strong references: an address is never reused
     std::vector<std::string> violations;
     std::map<std::string, int64_t> counts;
+    std::string fail_op;  // inject_failure()
+    int64_t fail_at = 0;
   };
 
   explicit CheckingCommunicator(std::unique_ptr<parallel::Communicator> inner,
@@ -56,6 +59,12 @@ class CheckingCommunicator final : public parallel::Communicator {
   void reset_counts() {
     std::lock_guard<std::mutex> lock(ledger_->mutex);
     ledger_->counts.clear();
+  }
+  // The nth (1-based, counted from now) collective named `op` throws std::runtime_error.
+  void inject_failure(const std::string& op, int64_t nth) {
+    std::lock_guard<std::mutex> lock(ledger_->mutex);
+    ledger_->fail_op = op;
+    ledger_->fail_at = ledger_->counts[op] + nth;
   }
 
  protected:
@@ -97,7 +106,10 @@ class CheckingCommunicator final : public parallel::Communicator {
  private:
   void check(const std::string& op, const std::vector<at::Tensor>& tensors) {
     std::lock_guard<std::mutex> lock(ledger_->mutex);
-    ++ledger_->counts[op];
+    const int64_t count = ++ledger_->counts[op];
+    if (op == ledger_->fail_op && count == ledger_->fail_at) {
+      throw std::runtime_error("injected failure in " + op + " #" + std::to_string(count));
+    }
     for (const auto& t : tensors) {
       bool known = false;
       for (const auto& s : ledger_->buffers) {

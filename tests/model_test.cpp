@@ -266,5 +266,49 @@ TEST(AdaptiveRankModel, EveryNEffWorksMixedInOneBatchAndTrainsTheSelector) {
   }
 }
 
+// The trainer keys the rank selector's Gumbel noise by global sequence index (gumbel_noise.h):
+// the same sequences give the same training-mode logits whether they run as one batch or split
+// over micro-batches (or ranks), and other sequence indices draw other noise.
+TEST(AdaptiveRankModel, KeyedGumbelNoiseIgnoresHowTheBatchIsSplit) {
+  auto cfg = test::small_model_config(ResidualKind::kSHC);
+  cfg.adaptive_rank = true;
+  auto m = perturbed_model(cfg, 41);
+  {
+    // A selector without a strong preference, so that the noise decides n_eff.
+    torch::NoGradGuard g;
+    for (const auto& b : m->block_list()) b->rank_selector->layer_bias.zero_();
+  }
+  m->train();
+  torch::NoGradGuard no_grad;
+  auto ids = torch::randint(61, {4, 16});
+  auto keyed = [&](const torch::Tensor& rows, int64_t first_sequence, int64_t step) {
+    m->set_gumbel_noise(GumbelNoiseKey{
+        99, step, torch::arange(first_sequence, first_sequence + rows.size(0), torch::kLong)});
+    return m->forward(rows);
+  };
+  auto whole = keyed(ids, 100, 1);
+  auto split = torch::cat({keyed(ids.narrow(0, 0, 1), 100, 1), keyed(ids.narrow(0, 1, 3), 101, 1)});
+  EXPECT_TRUE(torch::allclose(whole, split, 1e-5, 1e-6))
+      << "max difference " << (whole - split).abs().max().item<double>();
+  EXPECT_TRUE(torch::equal(whole, keyed(ids, 100, 1)));  // a pure function of the key
+  EXPECT_FALSE(torch::allclose(whole, keyed(ids, 200, 1), 1e-5, 1e-6));
+  EXPECT_FALSE(torch::allclose(whole, keyed(ids, 100, 2), 1e-5, 1e-6));
+  m->set_gumbel_noise(std::nullopt);
+  EXPECT_FALSE(torch::allclose(whole, m->forward(ids), 1e-5, 1e-6));  // the generator again
+}
+
+TEST(GumbelNoise, KeyedUniformIsUniformAndIndependentOfTheRowsAround) {
+  GumbelNoiseKey key{7, 3, torch::arange(0, 64, torch::kLong)};
+  auto u = keyed_uniform(key, 2, 128, 4);
+  ASSERT_EQ(u.sizes(), torch::IntArrayRef({64, 128, 4}));
+  EXPECT_GE(u.min().item<double>(), 0.0);
+  EXPECT_LT(u.max().item<double>(), 1.0);
+  // 32768 draws: mean 1/2 and variance 1/12 within ~5 standard errors.
+  EXPECT_NEAR(u.mean().item<double>(), 0.5, 0.01);
+  EXPECT_NEAR(u.var().item<double>(), 1.0 / 12.0, 0.003);
+  GumbelNoiseKey row{7, 3, torch::tensor({int64_t(17)})};
+  EXPECT_TRUE(torch::equal(keyed_uniform(row, 2, 128, 4)[0], u[17]));
+}
+
 }  // namespace
 }  // namespace shc

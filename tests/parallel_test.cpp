@@ -396,7 +396,7 @@ TEST(RuntimeTest, RanksAndDevice) {
 }
 
 TEST(RuntimeTest, BroadcastString) {
-  const Runtime& runtime = Runtime::instance();
+  Runtime& runtime = Runtime::instance();
   std::string run_dir = runtime.rank() == 0 ? "runs/20240101-120000-tiny" : "";
   runtime.broadcast_string(run_dir);
   EXPECT_EQ(run_dir, "runs/20240101-120000-tiny");

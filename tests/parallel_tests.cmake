@@ -8,6 +8,7 @@ if(NOT TARGET GTest::gtest)
 endif()
 
 add_executable(parallel_test
+  ${CMAKE_CURRENT_LIST_DIR}/ddp_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/parallel_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/parallel_test_main.cpp
 )
@@ -48,7 +49,47 @@ add_test(NAME watchdog_group_np4
   COMMAND ${SHC_CHECK_WATCHDOG} 2 "3"
           ${SHC_MPIEXEC} --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4
           $<TARGET_FILE:watchdog_probe> 2 3 --odd-group)
-set_tests_properties(watchdog_np2 PROPERTIES
+# The Runtime's own barrier and string broadcast (used before any communicator exists).
+add_test(NAME watchdog_runtime_np2
+  COMMAND ${SHC_CHECK_WATCHDOG} 2 "1" --op barrier
+          ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:watchdog_probe> 2 1 --runtime)
+set_tests_properties(watchdog_np2 watchdog_runtime_np2 PROPERTIES
   ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 2)
 set_tests_properties(watchdog_np4 watchdog_group_np4 PROPERTIES
   ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 4)
+
+# A failure on one rank ends the whole job within 30 s with that rank's exit code and its message
+# on stderr and in its log file (SPEC §5). shc_with_faults is the real CLI plus a test-only job
+# whose DDP communication thread fails on rank 1.
+add_executable(shc_with_faults ${PROJECT_SOURCE_DIR}/launch/main.cpp
+                               ${CMAKE_CURRENT_LIST_DIR}/ddp_fault_job.cpp)
+target_link_libraries(shc_with_faults PRIVATE shc_launch shc_jobs shc_warnings)
+set(SHC_CHECK_FAILURE ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/check_job_failure.py)
+set(SHC_FAILURE_DIR ${CMAKE_CURRENT_BINARY_DIR}/failure)
+add_test(NAME failure_ddp_thread_np2
+  COMMAND ${SHC_CHECK_FAILURE} --code 1
+          --message "\\[rank 1\\].*shc ddp-fault: injected failure in all_reduce #3"
+          --log "${SHC_FAILURE_DIR}/ddp_thread/logs/rank*.log" --
+          ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:shc_with_faults> ddp-fault
+          --run.dir ${SHC_FAILURE_DIR}/ddp_thread)
+# A token id >= vocab in the one sequence that a single rank reads: exit 3 (data).
+add_test(NAME failure_data_one_rank_np2
+  COMMAND ${SHC_CHECK_FAILURE} --code 3
+          --message "\\[rank [01]\\].*shc train: .*token id 300 >= vocab_size 257"
+          --log "${SHC_FAILURE_DIR}/data/run/logs/rank*.log"
+          --setup ${CMAKE_CURRENT_LIST_DIR}/make_faulty_shard.py $<TARGET_FILE:shc>
+                  ${SHC_FAILURE_DIR}/data 32 --
+          ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:shc> train
+          --run.dir ${SHC_FAILURE_DIR}/data/run --data.train "${SHC_FAILURE_DIR}/data/data/train-*.h5"
+          --model.preset tiny --model.n_layers 1 --train.seq_len 32 --train.global_batch 2
+          --train.max_steps 1000 --train.eval_every 0 --train.threads 1)
+# Rank 0 cannot create the run directory (a regular file in the way), while rank 1 waits at the
+# runtime barrier: exit 3 (I/O).
+add_test(NAME failure_run_dir_np2
+  COMMAND ${SHC_CHECK_FAILURE} --code 3
+          --message "\\[rank 0\\].*shc train: cannot create the run directory '${SHC_FAILURE_DIR}/blocker/run'"
+          --file-in-the-way ${SHC_FAILURE_DIR}/blocker --
+          ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:shc> train
+          --run.dir ${SHC_FAILURE_DIR}/blocker/run --data.train unused.h5 --model.preset tiny)
+set_tests_properties(failure_ddp_thread_np2 failure_data_one_rank_np2 failure_run_dir_np2
+  PROPERTIES ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 2)

@@ -56,6 +56,21 @@ for a, b in zip(l1, l2):
     assert abs(a - b) <= 1e-5 * abs(a), (l1, l2)
 assert os.path.exists(os.path.join(two, "logs", "rank1.log"))
 print("mpirun -np 2 losses equal the 1-process losses:", l2)
+# Adaptive rank draws Gumbel noise keyed by global sequence index: two ranks with two
+# micro-batches of 2 rows each still equal one process with two micro-batches of 4.
+adaptive = common + ["--model.residual", "shc", "--model.adaptive_rank", "true"]
+micro_of_two = adaptive[:]
+micro_of_two[micro_of_two.index("--train.micro_batch") + 1] = "2"
+one_ar = os.path.join(work, "one_adaptive")
+two_ar = os.path.join(work, "two_adaptive")
+subprocess.run([shc, "train", "--run.dir", one_ar] + short + adaptive, check=True)
+subprocess.run(["mpirun", "-np", "2", "--bind-to", "none", shc, "train", "--run.dir", two_ar]
+               + short + micro_of_two, check=True, env=mpi_env)
+l1_ar, l2_ar = losses(one_ar), losses(two_ar)
+assert len(l1_ar) == len(l2_ar) == 6, (l1_ar, l2_ar)
+for a, b in zip(l1_ar, l2_ar):
+    assert abs(a - b) <= 1e-5 * abs(a), (l1_ar, l2_ar)
+print("adaptive rank: mpirun -np 2 losses equal the 1-process losses:", l2_ar)
 # The same with the parameters, gradients and optimizer state sharded over the two ranks.
 fsdp = os.path.join(work, "fsdp")
 subprocess.run(["mpirun", "-np", "2", "--bind-to", "none", shc, "train", "--run.dir", fsdp,
