@@ -50,6 +50,7 @@ DistributedDataParallel::DistributedDataParallel(std::vector<torch::Tensor> para
     b.flat = comm_.empty(b.offsets.back() + last.numel(), last.scalar_type());
     b.pending = b.params.size();
   }
+  handoff_ = make_stream_handoff(comm_.device(), buckets_.size());
   for (size_t k = 0; k < parameters_.size(); ++k) {
     hooks_.push_back(parameters_[k].register_hook(
         [this, k](const torch::Tensor& grad) { on_gradient(k, grad); }));
@@ -95,7 +96,10 @@ void DistributedDataParallel::on_gradient(size_t k, const torch::Tensor& grad) {
     }
   }
   std::lock_guard<std::mutex> lock(mutex_);
-  if (--b.pending == 0) launch_ready();
+  if (--b.pending == 0) {
+    handoff_->produced(bucket_of_[k]);
+    launch_ready();
+  }
 }
 
 void DistributedDataParallel::launch_ready() {
@@ -117,7 +121,8 @@ void DistributedDataParallel::communication_loop() {
     }
     const auto start = std::chrono::steady_clock::now();
     try {
-      comm_.all_reduce(buckets_[bucket].flat, ReduceOp::kAvg);
+      handoff_->communicate(bucket,
+                            [&] { comm_.all_reduce(buckets_[bucket].flat, ReduceOp::kAvg); });
     } catch (...) {
       // This thread's group is now out of step with the peers': it reduces nothing more.
       {
@@ -157,6 +162,7 @@ void DistributedDataParallel::finish_gradient_sync() {
           slice.zero_();
         }
       }
+      handoff_->produced(i);
       b.pending = 0;
     }
     launch_ready();
@@ -171,7 +177,9 @@ void DistributedDataParallel::finish_gradient_sync() {
   }
   wait_seconds_ += seconds_since(start);
   torch::NoGradGuard no_grad;
-  for (auto& b : buckets_) {
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    auto& b = buckets_[i];
+    handoff_->consumed(i);
     for (size_t s = 0; s < b.params.size(); ++s) {
       auto& p = parameters_[b.params[s]];
       auto reduced = b.flat.narrow(0, b.offsets[s], p.numel()).view_as(p);

@@ -9,6 +9,8 @@
 // waits for its predecessors. Ranks whose gradients arrive in different orders (a parameter unused
 // on one rank, data-dependent paths) therefore still reduce the same bucket together; a bucket
 // whose gradients never all arrive is reduced by finish_gradient_sync(), after the backward.
+// On GPUs the buckets are reduced on a side stream that waits for an event recorded after their
+// gradients were written (stream_handoff.h), so backward kernels never queue behind communication.
 // A failure of the communication thread is not lost: finish_gradient_sync() rethrows it on the
 // calling thread (the job then ends every rank, abort.h).
 #pragma once
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/stream_handoff.h"
 
 namespace shc::parallel {
 
@@ -49,7 +52,8 @@ class DistributedDataParallel {
 
   size_t num_buckets() const { return buckets_.size(); }
   // Seconds the communication thread spent in all-reduce, and seconds finish_gradient_sync()
-  // waited for it: 1 - wait / comm is the fraction of communication hidden behind backward.
+  // waited for it: 1 - wait / comm is the fraction of communication hidden behind backward. (On
+  // GPUs these are host times: enqueueing, not the kernels.)
   double comm_seconds() const { return comm_seconds_; }
   double wait_seconds() const { return wait_seconds_; }
   void reset_timers() { comm_seconds_ = wait_seconds_ = 0; }
@@ -73,6 +77,7 @@ class DistributedDataParallel {
   std::vector<size_t> bucket_of_, slot_of_;
   std::vector<Bucket> buckets_;
   Communicator& comm_;
+  std::unique_ptr<StreamHandoff> handoff_;  // one slot per bucket
   bool sync_ = true;
 
   std::mutex mutex_;

@@ -14,10 +14,10 @@
 #include "core/transformer.h"
 #include "jobs/job.h"
 #include "jobs/logging.h"
+#include "parallel/checking_communicator.h"
 #include "parallel/communicator.h"
 #include "parallel/ddp.h"
 #include "parallel/runtime.h"
-#include "tests/checking_communicator.h"
 #include "tests/test_model_config.h"
 
 namespace shc::jobs {
@@ -38,7 +38,7 @@ class DdpFaultJob : public Job {
     runtime.set_collective_timeout(600);
     add_rank_log_file(vm["run.dir"].as<std::string>(), runtime.rank());
     auto world = parallel::make_communicator("mpi", c10::Device(c10::kCPU), {600});
-    test::CheckingCommunicator grads(world->split(0, runtime.rank()));
+    parallel::CheckingCommunicator grads(world->split(0, runtime.rank()));
     if (runtime.rank() == vm["fault.rank"].as<int>()) {
       grads.inject_failure("all_reduce", vm["fault.bucket"].as<int>());
     }

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "parallel/checking_communicator.h"
 #include "parallel/communicator.h"
 #include "parallel/ddp.h"
-#include "tests/checking_communicator.h"
 
 namespace shc::parallel {
 namespace {
@@ -21,9 +21,9 @@ constexpr int64_t kParams = 6, kNumel = 1000;
 // 4000-byte parameters: every parameter gets a bucket of its own.
 constexpr double kOneParameterPerBucket = 4000.0 / (1024 * 1024);
 
-std::unique_ptr<test::CheckingCommunicator> checking_world() {
+std::unique_ptr<CheckingCommunicator> checking_world() {
   auto inner = make_communicator("mpi", c10::Device(c10::kCPU), WatchdogOptions{60});
-  return std::make_unique<test::CheckingCommunicator>(std::move(inner));
+  return std::make_unique<CheckingCommunicator>(std::move(inner));
 }
 
 std::vector<torch::Tensor> make_parameters() {

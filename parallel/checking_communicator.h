@@ -1,5 +1,6 @@
-// A test double for the device rule of SPEC §5 on a CPU-only machine. It wraps a real
-// communicator and, for every collective, checks that each tensor it receives lives in a buffer
+// A diagnostic communicator for the device rule of SPEC §5, used by the tests (on a CPU-only
+// machine) and by `shc selftest` (on the real devices). It wraps a real communicator and, for
+// every collective, checks that each tensor it receives lives in a buffer
 // that came from its own empty() / zeros() / scalar() (or that the test declared a device tensor
 // with allow(), e.g. the model's parameters, which the trainer moves to the runtime's device).
 // On a GPU the helpers allocate on the communicator's CUDA device, so a caller that passes this
@@ -19,9 +20,9 @@
 
 #include "parallel/communicator.h"
 
-namespace shc::test {
+namespace shc::parallel {
 
-class CheckingCommunicator final : public parallel::Communicator {
+class CheckingCommunicator final : public Communicator {
  public:
   // What every communicator split from one root shares: the known buffers and the counts.
   struct Ledger {
@@ -33,9 +34,9 @@ class CheckingCommunicator final : public parallel::Communicator {
     int64_t fail_at = 0;
   };
 
-  explicit CheckingCommunicator(std::unique_ptr<parallel::Communicator> inner,
+  explicit CheckingCommunicator(std::unique_ptr<Communicator> inner,
                                 std::shared_ptr<Ledger> ledger = std::make_shared<Ledger>())
-      : Communicator(inner->rank(), inner->size(), parallel::WatchdogOptions{0}),
+      : Communicator(inner->rank(), inner->size(), WatchdogOptions{0}),
         inner_(std::move(inner)),
         ledger_(std::move(ledger)) {}
 
@@ -125,8 +126,8 @@ class CheckingCommunicator final : public parallel::Communicator {
     }
   }
 
-  std::unique_ptr<parallel::Communicator> inner_;
+  std::unique_ptr<Communicator> inner_;
   std::shared_ptr<Ledger> ledger_;
 };
 
-}  // namespace shc::test
+}  // namespace shc::parallel
