@@ -93,3 +93,19 @@ add_test(NAME failure_run_dir_np2
           --run.dir ${SHC_FAILURE_DIR}/blocker/run --data.train unused.h5 --model.preset tiny)
 set_tests_properties(failure_ddp_thread_np2 failure_data_one_rank_np2 failure_run_dir_np2
   PROPERTIES ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 2)
+
+# `shc selftest` on the CPU: every check passes on 1 and 2 ranks; with --selftest.abort_path the
+# last rank's failure ends the job with exit 1 within 30 s.
+add_test(NAME selftest_np1 COMMAND shc selftest)
+add_test(NAME selftest_np2
+  COMMAND ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:shc> selftest)
+set_tests_properties(selftest_np1 selftest_np2 PROPERTIES
+  PASS_REGULAR_EXPRESSION "all checks passed" FAIL_REGULAR_EXPRESSION "FAIL"
+  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 2)
+add_test(NAME selftest_abort_path_np2
+  COMMAND ${SHC_CHECK_FAILURE} --code 1
+          --message "\\[rank 1\\].*shc selftest: injected failure in all_reduce #2" --
+          ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:shc> selftest
+          --selftest.abort_path true)
+set_tests_properties(selftest_abort_path_np2 PROPERTIES
+  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 2)

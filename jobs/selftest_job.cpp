@@ -1,0 +1,296 @@
+// `shc selftest`: the first command to run on a new machine or cluster (SPEC §5), because the
+// GPU paths cannot run where SHC is developed. Under mpirun/srun, on every device present — the
+// CPU with the mpi backend always, and this rank's GPU with nccl in a build with CUDA — it checks:
+//   collectives         every collective and dtype against a closed form
+//   ddp_step            a DDP training step equals the same step in one process on the CPU, and
+//                       every tensor handed to a collective came from the communicator's buffers
+//                       (the device rule; CheckingCommunicator)
+//   error_propagation   an exception on DDP's communication thread reaches the training thread
+//   stream_handoff      (GPU) a buffer still being written on the compute stream is reduced on the
+//                       side stream only after the writes, and read back only after the reduction
+// It prints one PASS/FAIL line per check (rank 0, stdout; a failing rank also prints its reason
+// on stderr) and exits 1 if any check failed on any rank. A check that leaves one rank inside a
+// collective ends the job through the watchdog (exit 5, --parallel.timeout_s).
+//
+// --selftest.abort_path true then makes the last rank throw in the middle of a DDP step: the job
+// must end on every rank within seconds with exit code 1 (echo $? after it), NCCL communicators
+// aborted first. That is the one check that cannot print its own PASS.
+#include <torch/torch.h>
+
+#include <boost/log/trivial.hpp>
+
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/transformer.h"
+#include "jobs/job.h"
+#include "parallel/checking_communicator.h"
+#include "parallel/communicator.h"
+#include "parallel/ddp.h"
+#include "parallel/runtime.h"
+#include "parallel/stream_handoff.h"
+
+namespace shc::jobs {
+namespace {
+
+using parallel::Communicator;
+using parallel::ReduceOp;
+
+// What a check found on this rank; it keeps going after a failed expectation so that every rank
+// enters the same collectives.
+struct Findings {
+  std::vector<std::string> failures;
+  void expect(bool ok, const std::string& what) {
+    if (!ok) failures.push_back(what);
+  }
+};
+
+// The selftest's model: every residual path of SHC, small enough for a step in milliseconds.
+ModelConfig selftest_model() {
+  ModelConfig c;
+  c.name = "selftest";
+  c.vocab_size = 61;
+  c.hidden_dim = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.ffn_dim = 48;
+  c.max_seq_len = 32;
+  c.residual = ResidualKind::kSHC;
+  c.n_streams = 4;
+  c.k_mixture = 3;
+  c.top_k = 2;
+  return c;
+}
+
+constexpr int64_t kSeqLen = 16;
+
+// The same global batch on every rank: 2 rows per rank.
+torch::Tensor global_batch(int world) {
+  auto gen = at::detail::createCPUGenerator(2024);
+  return torch::randint(61, {2 * world, kSeqLen + 1}, gen);
+}
+
+double max_relative_error(const torch::Tensor& actual, const torch::Tensor& expected) {
+  const auto a = actual.to(torch::kCPU, torch::kDouble), e = expected.to(torch::kDouble);
+  return (a - e).abs().max().item<double>() / std::max(1e-12, e.abs().max().item<double>());
+}
+
+void check_collectives(Communicator& comm, Findings& f) {
+  const int size = comm.size(), rank = comm.rank();
+  const auto on = [&](at::ScalarType type) {
+    return torch::TensorOptions().dtype(type).device(comm.device());
+  };
+  for (auto type : {torch::kFloat, torch::kDouble, torch::kBFloat16, torch::kLong}) {
+    const std::string name = c10::toString(type);
+    // Rank r holds r * m + i. Sums are exact in every dtype but bf16 (8 significant bits), which
+    // gets bf16's relative resolution.
+    const double m = type == torch::kBFloat16 ? 16 : 1000;
+    const double tolerance = type == torch::kBFloat16 ? 1e-2 : 0.0;
+    const int64_t n = 2 * size;
+    auto mine = [&] { return (torch::arange(n, on(torch::kDouble)) + rank * m).to(type); };
+    const auto index = torch::arange(n, torch::TensorOptions().dtype(torch::kDouble));
+    const double rank_sum = size * (size - 1) / 2.0;
+    const auto summed = index * size + rank_sum * m;
+
+    auto t = comm.empty(n, type);
+    t.copy_(mine());
+    comm.all_reduce(t);
+    f.expect(max_relative_error(t, summed) <= tolerance, name + " all_reduce sum");
+    if (type != torch::kLong) {
+      t.copy_(mine());
+      comm.all_reduce(t, ReduceOp::kAvg);
+      f.expect(max_relative_error(t, summed / size) <= std::max(tolerance, 1e-7),
+               name + " all_reduce avg");
+    }
+    auto input = comm.empty(n, type), chunk = comm.empty(n / size, type);
+    input.copy_(mine());
+    comm.reduce_scatter(input, chunk);
+    f.expect(max_relative_error(chunk, summed.narrow(0, rank * 2, 2)) <= tolerance,
+             name + " reduce_scatter");
+    auto gathered = comm.empty(n * size, type), piece = comm.empty(n, type);
+    piece.copy_(mine());
+    comm.all_gather(piece, gathered);
+    const auto all =
+        (index.repeat({size}) + torch::arange(size, torch::kDouble).repeat_interleave(n) * m);
+    f.expect(max_relative_error(gathered, all) <= tolerance, name + " all_gather");
+    t.copy_(mine());
+    comm.broadcast(t, size - 1);
+    f.expect(max_relative_error(t, index + (size - 1) * m) <= tolerance, name + " broadcast");
+  }
+  comm.barrier();
+}
+
+// The reference: one process, the whole batch, on the CPU. Returns the gradients.
+std::vector<torch::Tensor> reference_gradients(const torch::Tensor& batch) {
+  torch::manual_seed(11);
+  SHCTransformer model(selftest_model());
+  model->forward(batch, batch).backward();
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : model->parameters()) grads.push_back(p.grad().clone());
+  return grads;
+}
+
+void check_ddp_step(Communicator& comm, Findings& f) {
+  const auto batch = global_batch(comm.size());
+  const auto expected = reference_gradients(batch);
+  torch::manual_seed(11);
+  SHCTransformer model(selftest_model());
+  model->to(comm.device());
+  parallel::CheckingCommunicator checking(comm.split(0, comm.rank()));
+  checking.allow(model->parameters());
+  {
+    parallel::DistributedDataParallel ddp(model->parameters(), checking, /*bucket_mb=*/0.01);
+    ddp.broadcast_parameters(0);
+    auto rows = batch.narrow(0, 2 * comm.rank(), 2).to(comm.device());
+    // Each rank's loss is the mean over its rows; DDP averages over ranks: the global mean.
+    model->forward(rows, rows).backward();
+    ddp.finish_gradient_sync();
+  }
+  const auto params = model->parameters();
+  double worst = 0;
+  for (size_t k = 0; k < params.size(); ++k) {
+    worst = std::max(worst, max_relative_error(params[k].grad(), expected[k]));
+  }
+  f.expect(worst < 1e-4, "gradients differ from one process by " + std::to_string(worst) +
+                             " (relative to the largest; limit 1e-4)");
+  for (const auto& violation : checking.violations()) f.expect(false, violation);
+}
+
+void check_error_propagation(Communicator& comm, Findings& f) {
+  torch::manual_seed(11);
+  SHCTransformer model(selftest_model());
+  model->to(comm.device());
+  parallel::CheckingCommunicator checking(comm.split(0, comm.rank()));
+  // Every rank fails at its second bucket: nobody is left inside a collective.
+  checking.inject_failure("all_reduce", 2);
+  parallel::DistributedDataParallel ddp(model->parameters(), checking, /*bucket_mb=*/0.01);
+  auto rows = global_batch(comm.size()).narrow(0, 2 * comm.rank(), 2).to(comm.device());
+  model->forward(rows, rows).backward();
+  try {
+    ddp.finish_gradient_sync();
+    f.expect(false, "finish_gradient_sync() returned although the communication thread failed");
+  } catch (const std::runtime_error& error) {
+    f.expect(std::string(error.what()).find("injected failure") != std::string::npos,
+             std::string("unexpected error: ") + error.what());
+  }
+}
+
+void check_stream_handoff(Communicator& comm, Findings& f) {
+  auto handoff = parallel::make_stream_handoff(comm.device(), 1);
+  auto buffer = comm.zeros(1 << 20, torch::kFloat);
+  // Enough work queued on the compute stream that an unordered reduction would read zeros: x
+  // stays 1/1024 everywhere through every product.
+  auto x = torch::full({1024, 1024}, 1.0f / 1024, torch::TensorOptions().device(comm.device()));
+  for (int i = 0; i < 50; ++i) x = torch::matmul(x, x);
+  buffer.copy_(x.reshape({-1}) + 1.0f);  // every element 1 + 1/1024
+  handoff->produced(0);
+  handoff->communicate(0, [&] { comm.all_reduce(buffer); });
+  handoff->consumed(0);
+  const double expected = comm.size() * (1.0 + 1.0 / 1024);
+  const double error = (buffer.to(torch::kDouble) - expected).abs().max().item<double>();
+  f.expect(error < 1e-5, "reduced buffer is off by " + std::to_string(error));
+}
+
+class SelftestJob : public Job {
+ public:
+  void add_options(po::options_description& options) const override {
+    // clang-format off
+    po::options_description group("selftest options", kHelpLineLength, kHelpLineLength / 2);
+    group.add_options()
+        ("selftest.abort_path", po::value<bool>()->default_value(false),
+         "after the checks, the last rank throws inside a DDP step: the job must then end on "
+         "every rank within seconds with exit code 1 (check it with echo $?)")
+        ("parallel.timeout_s", po::value<double>()->default_value(60.0),
+         "a collective unfinished after this many seconds ends the job (exit 5)");
+    // clang-format on
+    options.add(group);
+  }
+
+  int run(const po::variables_map& vm) override {
+    auto& runtime = parallel::Runtime::instance();
+    const double timeout_s = vm["parallel.timeout_s"].as<double>();
+    runtime.set_collective_timeout(timeout_s);
+    torch::set_num_threads(1);
+    // Results travel over the CPU group, whatever device a check ran on.
+    auto cpu = parallel::make_communicator("mpi", c10::Device(c10::kCPU), {timeout_s});
+    std::vector<std::pair<std::string, std::unique_ptr<Communicator>>> devices;
+    devices.emplace_back("cpu/mpi", cpu->split(0, cpu->rank()));
+    if (runtime.device().is_cuda() && parallel::nccl_available()) {
+      devices.emplace_back(runtime.device().str() + "/nccl",
+                           parallel::make_communicator("nccl", runtime.device(), {timeout_s}));
+    }
+    if (runtime.is_root()) {
+      std::cout << "shc selftest: " << runtime.world_size() << " rank(s); devices:";
+      for (const auto& d : devices) std::cout << " " << d.first;
+      std::cout << std::endl;
+    }
+
+    int failed = 0;
+    const auto run_check = [&](const std::string& device, const std::string& name,
+                               const std::function<void(Findings&)>& body) {
+      Findings findings;
+      try {
+        body(findings);
+      } catch (const std::exception& error) {
+        findings.expect(false, std::string("threw: ") + error.what());
+      }
+      const double failing_ranks = cpu->all_reduce_scalar(findings.failures.empty() ? 0 : 1);
+      for (const auto& failure : findings.failures) {
+        std::cerr << "[rank " << runtime.rank() << "] " << device << " " << name << ": " << failure
+                  << std::endl;
+      }
+      if (failing_ranks > 0) ++failed;
+      if (runtime.is_root()) {
+        std::cout << (failing_ranks > 0 ? "FAIL  " : "PASS  ") << device << "  " << name;
+        if (failing_ranks > 0) std::cout << "  (" << failing_ranks << " rank(s); see stderr)";
+        std::cout << std::endl;
+      }
+    };
+    for (auto& [device, comm] : devices) {
+      run_check(device, "collectives", [&](Findings& f) { check_collectives(*comm, f); });
+      run_check(device, "ddp_step", [&](Findings& f) { check_ddp_step(*comm, f); });
+      run_check(device, "error_propagation",
+                [&](Findings& f) { check_error_propagation(*comm, f); });
+      if (comm->device().is_cuda()) {
+        run_check(device, "stream_handoff", [&](Findings& f) { check_stream_handoff(*comm, f); });
+      }
+    }
+    if (runtime.is_root()) {
+      std::cout << (failed ? std::to_string(failed) + " check(s) FAILED" : "all checks passed")
+                << std::endl;
+    }
+    if (vm["selftest.abort_path"].as<bool>()) abort_path(*devices.back().second);
+    return failed ? 1 : kExitOk;
+  }
+
+ private:
+  // The last rank's DDP communication thread fails while the others wait in that all-reduce.
+  [[noreturn]] static void abort_path(Communicator& comm) {
+    auto& runtime = parallel::Runtime::instance();
+    if (runtime.is_root()) {
+      std::cout << "abort_path: rank " << comm.size() - 1
+                << " throws now; the job must end within seconds with exit code 1" << std::endl;
+    }
+    torch::manual_seed(11);
+    SHCTransformer model(selftest_model());
+    model->to(comm.device());
+    parallel::CheckingCommunicator checking(comm.split(0, comm.rank()));
+    if (comm.rank() == comm.size() - 1) checking.inject_failure("all_reduce", 2);
+    parallel::DistributedDataParallel ddp(model->parameters(), checking, /*bucket_mb=*/0.01);
+    for (;;) {
+      auto rows = global_batch(comm.size()).narrow(0, 2 * comm.rank(), 2).to(comm.device());
+      model->forward(rows, rows).backward();
+      ddp.finish_gradient_sync();
+    }
+  }
+};
+
+SHC_REGISTER_JOB(SelftestJob, "selftest",
+                 "check collectives, a DDP step, error propagation (and GPU stream hand-off) on "
+                 "the devices present; run it first under mpirun/srun on a new cluster");
+
+}  // namespace
+}  // namespace shc::jobs
