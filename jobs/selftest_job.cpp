@@ -48,20 +48,11 @@ struct Findings {
   }
 };
 
-// The selftest's model: every residual path of SHC, small enough for a step in milliseconds.
+// The selftest's model: the tiny preset (every residual path of SHC) with 2 layers, a step in
+// milliseconds.
 ModelConfig selftest_model() {
-  ModelConfig c;
-  c.name = "selftest";
-  c.vocab_size = 61;
-  c.hidden_dim = 32;
+  ModelConfig c = get_config("tiny");
   c.n_layers = 2;
-  c.n_heads = 4;
-  c.ffn_dim = 48;
-  c.max_seq_len = 32;
-  c.residual = ResidualKind::kSHC;
-  c.n_streams = 4;
-  c.k_mixture = 3;
-  c.top_k = 2;
   return c;
 }
 
@@ -70,7 +61,7 @@ constexpr int64_t kSeqLen = 16;
 // The same global batch on every rank: 2 rows per rank.
 torch::Tensor global_batch(int world) {
   auto gen = at::detail::createCPUGenerator(2024);
-  return torch::randint(61, {2 * world, kSeqLen + 1}, gen);
+  return torch::randint(selftest_model().vocab_size, {2 * world, kSeqLen + 1}, gen);
 }
 
 double max_relative_error(const torch::Tensor& actual, const torch::Tensor& expected) {

@@ -34,25 +34,25 @@ set_tests_properties(parallel_test_np2 PROPERTIES
 set_tests_properties(parallel_test_np4 PROPERTIES
   ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 4)
 
-# check_watchdog.py TIMEOUT EXPECTED_WAITING COMMAND...: exit 5, the message, and wall time under
-# TIMEOUT + 10 s.
-set(SHC_CHECK_WATCHDOG ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/check_watchdog.py)
-add_test(NAME watchdog_np2
-  COMMAND ${SHC_CHECK_WATCHDOG} 2 "1"
-          ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:watchdog_probe> 2 1)
-add_test(NAME watchdog_np4
-  COMMAND ${SHC_CHECK_WATCHDOG} 2 "1, 3"
-          ${SHC_MPIEXEC} --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4
-          $<TARGET_FILE:watchdog_probe> 2 1,3)
+# The watchdog ends a hung job: exit 5 within the 2 s timeout + 10 s, with the line
+#   [rank R] collective #3 OP timed out after 2 s; waiting for ranks LIST
+set(SHC_CHECK_FAILURE ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/check_job_failure.py)
+function(shc_watchdog_test name op waiting)
+  add_test(NAME ${name}
+    COMMAND ${SHC_CHECK_FAILURE} --code 5 --max-seconds 12
+            --message "^\\[rank [0-9]+\\] collective #3 ${op} timed out after 2 s; waiting for ranks ${waiting}$"
+            -- ${SHC_MPIEXEC} ${ARGN})
+endfunction()
+shc_watchdog_test(watchdog_np2 all_reduce "1"
+  ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:watchdog_probe> 2 1)
+shc_watchdog_test(watchdog_np4 all_reduce "1, 3"
+  --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4 $<TARGET_FILE:watchdog_probe> 2 1,3)
 # In a sub-group (odd world ranks): the message still names world ranks.
-add_test(NAME watchdog_group_np4
-  COMMAND ${SHC_CHECK_WATCHDOG} 2 "3"
-          ${SHC_MPIEXEC} --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4
-          $<TARGET_FILE:watchdog_probe> 2 3 --odd-group)
+shc_watchdog_test(watchdog_group_np4 all_reduce "3"
+  --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4 $<TARGET_FILE:watchdog_probe> 2 3 --odd-group)
 # The Runtime's own barrier and string broadcast (used before any communicator exists).
-add_test(NAME watchdog_runtime_np2
-  COMMAND ${SHC_CHECK_WATCHDOG} 2 "1" --op barrier
-          ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:watchdog_probe> 2 1 --runtime)
+shc_watchdog_test(watchdog_runtime_np2 barrier "1"
+  ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:watchdog_probe> 2 1 --runtime)
 set_tests_properties(watchdog_np2 watchdog_runtime_np2 PROPERTIES
   ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 2)
 set_tests_properties(watchdog_np4 watchdog_group_np4 PROPERTIES
@@ -64,7 +64,6 @@ set_tests_properties(watchdog_np4 watchdog_group_np4 PROPERTIES
 add_executable(shc_with_faults ${PROJECT_SOURCE_DIR}/launch/main.cpp
                                ${CMAKE_CURRENT_LIST_DIR}/ddp_fault_job.cpp)
 target_link_libraries(shc_with_faults PRIVATE shc_launch shc_jobs shc_warnings)
-set(SHC_CHECK_FAILURE ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/check_job_failure.py)
 set(SHC_FAILURE_DIR ${CMAKE_CURRENT_BINARY_DIR}/failure)
 add_test(NAME failure_ddp_thread_np2
   COMMAND ${SHC_CHECK_FAILURE} --code 1
