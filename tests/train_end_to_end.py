@@ -79,6 +79,19 @@ l3 = losses(fsdp)
 for a, b in zip(l1, l3):
     assert abs(a - b) <= 1e-5 * abs(a), (l1, l3)
 print("mpirun -np 2 fsdp losses equal the 1-process losses:", l3)
+# Adaptive rank under sharding: the backward recomputation replays the keyed noise (it used to
+# deadlock on the generator's lock); fsdp and hybrid (one rank per shard group, two replicas)
+# equal one process.
+for strategy in (["--parallel.strategy", "fsdp"],
+                 ["--parallel.strategy", "hybrid", "--parallel.shard_group_size", "1"]):
+    sharded_ar = os.path.join(work, strategy[1] + "_adaptive")
+    subprocess.run(["mpirun", "-np", "2", "--bind-to", "none", shc, "train", "--run.dir",
+                    sharded_ar] + strategy + short + micro_of_two, check=True, env=mpi_env,
+                   timeout=300)
+    l4 = losses(sharded_ar)
+    for a, b in zip(l1_ar, l4):
+        assert abs(a - b) <= 1e-5 * abs(a), (strategy, l1_ar, l4)
+    print(f"adaptive rank: mpirun -np 2 {strategy[1]} losses equal the 1-process losses:", l4)
 
 diverge = subprocess.run([shc, "train", "--run.dir", os.path.join(work, "diverge"),
                           "--train.max_steps", "20", "--train.warmup_steps", "0",
