@@ -9,6 +9,7 @@
 #include <set>
 
 #include "core/precision.h"
+#include "parallel/unit_scopes.h"
 
 namespace shc::parallel {
 
@@ -19,21 +20,18 @@ using torch::autograd::variable_list;
 
 // One block, run as a unit: forward without saved activations, backward by recomputation.
 struct BlockFunction : public torch::autograd::Function<BlockFunction> {
+  // `keep_gathered` (ZeRO-2) is decided by the caller: inside forward() grad mode is always off.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t block,
-                               int64_t owner) {
+                               int64_t owner, bool keep_gathered) {
     auto* fsdp = reinterpret_cast<FullyShardedDataParallel*>(owner);
     ctx->save_for_backward({x});
     ctx->saved_data["block"] = block;
     ctx->saved_data["owner"] = owner;
     // The recomputation must draw the same random numbers (the rank selector's Gumbel noise)
-    // and use the same precision as this forward.
-    auto gen = at::detail::getDefaultCPUGenerator();
-    {
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      ctx->saved_data["rng"] = gen.get_state();
-    }
+    // on the block's device and use the same precision as this forward.
+    ctx->saved_data["rng"] = generator_state(x.device());
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(x.device().type());
-    return fsdp->block_forward(block, x);
+    return fsdp->block_forward(block, x, keep_gathered);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
@@ -42,7 +40,7 @@ struct BlockFunction : public torch::autograd::Function<BlockFunction> {
     auto grad_x = fsdp->block_backward(ctx->saved_data["block"].toInt(), x, grad_out[0],
                                        ctx->saved_data["rng"].toTensor(),
                                        ctx->saved_data["autocast"].toBool());
-    return {grad_x, torch::Tensor(), torch::Tensor()};
+    return {grad_x, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -90,7 +88,7 @@ FullyShardedDataParallel::FullyShardedDataParallel(SHCTransformer model, Communi
     }
     // Pad to a multiple of the group size: every rank's shard has the same length.
     unit.padded = (unit.numel + n - 1) / n * n;
-    auto flat = torch::zeros({unit.padded}, unit.dtype);
+    auto flat = shard_comm_.zeros(unit.padded, unit.dtype);
     auto mask = torch::zeros({unit.padded}, unit.dtype);
     flat.narrow(0, 0, unit.numel).copy_(torch::cat(flat_parts));
     mask.narrow(0, 0, unit.numel).copy_(torch::cat(mask_parts));
@@ -98,8 +96,9 @@ FullyShardedDataParallel::FullyShardedDataParallel(SHCTransformer model, Communi
     shard_comm_.broadcast(flat, 0);
     if (replica_comm_) replica_comm_->broadcast(flat, 0);
     const int64_t len = unit.padded / n, start = shard_comm_.rank() * len;
-    auto shard = flat.narrow(0, start, len).clone();
-    shard.mutable_grad() = torch::zeros_like(shard);
+    auto shard = shard_comm_.empty(len, unit.dtype);
+    shard.copy_(flat.narrow(0, start, len));
+    shard.mutable_grad() = shard_comm_.zeros(len, unit.dtype);
     shards_.push_back(shard);
     decay_masks_.push_back(mask.narrow(0, start, len).clone());
     release(unit);
@@ -111,7 +110,7 @@ FullyShardedDataParallel::~FullyShardedDataParallel() = default;
 void FullyShardedDataParallel::gather(Unit& unit) {
   if (unit.full.defined()) return;
   const size_t index = &unit - units_.data();
-  unit.full = torch::empty({unit.padded}, unit.dtype);
+  unit.full = shard_comm_.empty(unit.padded, unit.dtype);
   shard_comm_.all_gather(shards_[index], unit.full);
   for (size_t k = 0; k < unit.params.size(); ++k) {
     unit.params[k].set_data(
@@ -127,12 +126,12 @@ void FullyShardedDataParallel::release(Unit& unit) {
 void FullyShardedDataParallel::reduce_gradients(int64_t index,
                                                 const std::vector<torch::Tensor>& grads) {
   auto& unit = units_[index];
-  auto flat = torch::zeros({unit.padded}, unit.dtype);
+  auto flat = shard_comm_.zeros(unit.padded, unit.dtype);
   for (size_t k = 0; k < grads.size(); ++k) {
     if (!grads[k].defined()) continue;
     flat.narrow(0, unit.offsets[k], grads[k].numel()).copy_(grads[k].reshape({-1}));
   }
-  auto part = torch::empty_like(shards_[index]);
+  auto part = shard_comm_.empty(shards_[index].numel(), unit.dtype);
   shard_comm_.reduce_scatter(flat, part, ReduceOp::kAvg);
   auto& grad = shards_[index].mutable_grad();
   if (grad.defined()) {
@@ -154,23 +153,26 @@ torch::Tensor FullyShardedDataParallel::loss(const torch::Tensor& ids) {
   TORCH_CHECK(units_[0].full.defined(), "FullyShardedDataParallel::loss needs begin_step()");
   auto s = model_->embed(ids);
   const auto owner = reinterpret_cast<int64_t>(this);
+  // ZeRO-2 keeps a block gathered until its backward; evaluation has no backward.
+  const bool keep_gathered = !options_.reshard_after_forward && torch::GradMode::is_enabled();
   for (int64_t i = 0; i + 1 < int64_t(units_.size()); ++i) {
-    s = model_->between_blocks(BlockFunction::apply(s, i, owner));
+    s = model_->between_blocks(BlockFunction::apply(s, i, owner, keep_gathered));
   }
   return next_token_loss(model_->head(s), ids);
 }
 
-torch::Tensor FullyShardedDataParallel::block_forward(int64_t block, const torch::Tensor& x) {
+torch::Tensor FullyShardedDataParallel::block_forward(int64_t block, const torch::Tensor& x,
+                                                      bool keep_gathered) {
   auto& unit = units_[1 + block];
   gather(unit);
   torch::Tensor y;
   {
     torch::NoGradGuard no_grad;
+    AutocastCacheDisabled no_cache;
     SHCBlock b = model_->block_list()[block];
     y = b->forward(x);
   }
-  // Without autograd the block saved nothing; in evaluation there is no backward to keep for.
-  if (options_.reshard_after_forward || !torch::GradMode::is_enabled()) release(unit);
+  if (!keep_gathered) release(unit);
   return y;
 }
 
@@ -183,15 +185,12 @@ torch::Tensor FullyShardedDataParallel::block_backward(int64_t block, const torc
   auto input = x.detach().requires_grad_(true);
   torch::Tensor y;
   {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    auto current = gen.get_state();
-    gen.set_state(rng_state);
+    ReplayedRandomness replay(x.device(), rng_state);
     torch::AutoGradMode grad_mode(true);
     AutocastScope cast(autocast, x.device().type());
+    AutocastCacheDisabled no_cache;
     SHCBlock b = model_->block_list()[block];
     y = b->forward(input);
-    gen.set_state(current);
   }
   std::vector<torch::Tensor> inputs{input};
   inputs.insert(inputs.end(), unit.params.begin(), unit.params.end());
@@ -217,7 +216,8 @@ void FullyShardedDataParallel::finish_step() {
   }
   if (replica_comm_) {
     for (auto& shard : shards_) {
-      if (!shard.grad().defined()) shard.mutable_grad() = torch::zeros_like(shard);
+      if (!shard.grad().defined())
+        shard.mutable_grad() = shard_comm_.zeros(shard.numel(), shard.scalar_type());
       replica_comm_->all_reduce(shard.mutable_grad(), ReduceOp::kAvg);
     }
   }
@@ -232,12 +232,13 @@ void FullyShardedDataParallel::apply_weight_decay(double lr, double weight_decay
 
 double FullyShardedDataParallel::clip_grad_norm(double max_norm) {
   torch::NoGradGuard no_grad;
-  auto sum = torch::zeros({1}, torch::kDouble);
+  auto local = torch::zeros({}, torch::dtype(torch::kDouble).device(shard_comm_.device()));
   for (const auto& s : shards_) {
-    if (s.grad().defined()) sum += s.grad().to(torch::kDouble).pow(2).sum();
+    if (s.grad().defined()) local += s.grad().to(torch::kDouble).pow(2).sum();
   }
-  shard_comm_.all_reduce(sum, ReduceOp::kSum);  // shards are disjoint within the group
-  const double norm = std::sqrt(sum.item<double>());
+  // Shards are disjoint within the group.
+  const double norm =
+      std::sqrt(shard_comm_.all_reduce_scalar(local.item<double>(), ReduceOp::kSum));
   if (max_norm > 0 && std::isfinite(norm)) {
     // As torch::nn::utils::clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
     const double scale = max_norm / (norm + 1e-6);
@@ -255,7 +256,7 @@ void FullyShardedDataParallel::zero_grad() {
     if (s.grad().defined()) {
       s.mutable_grad().zero_();
     } else {
-      s.mutable_grad() = torch::zeros_like(s);
+      s.mutable_grad() = shard_comm_.zeros(s.numel(), s.scalar_type());
     }
   }
 }

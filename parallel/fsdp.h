@@ -71,7 +71,7 @@ class FullyShardedDataParallel {
   int64_t num_units() const { return int64_t(units_.size()); }
 
   // Used by the per-block autograd function.
-  torch::Tensor block_forward(int64_t block, const torch::Tensor& x);
+  torch::Tensor block_forward(int64_t block, const torch::Tensor& x, bool keep_gathered);
   torch::Tensor block_backward(int64_t block, const torch::Tensor& x, const torch::Tensor& grad_y,
                                const torch::Tensor& rng_state, bool autocast);
 

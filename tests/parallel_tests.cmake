@@ -52,3 +52,20 @@ set_tests_properties(watchdog_np2 PROPERTIES
   ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 2)
 set_tests_properties(watchdog_np4 watchdog_group_np4 PROPERTIES
   ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 4)
+
+# FSDP's device rule, ZeRO-2/ZeRO-3 gathers and memory, bf16 memory, adaptive-rank recompute.
+add_executable(fsdp_test
+  ${CMAKE_CURRENT_LIST_DIR}/fsdp_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/parallel_test_main.cpp
+)
+target_link_libraries(fsdp_test PRIVATE shc_jobs shc_parallel GTest::gtest shc_warnings)
+add_test(NAME fsdp_test_np1 COMMAND fsdp_test)
+add_test(NAME fsdp_test_np2
+  COMMAND ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:fsdp_test>)
+add_test(NAME fsdp_test_np4
+  COMMAND ${SHC_MPIEXEC} --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4 $<TARGET_FILE:fsdp_test>)
+set_tests_properties(fsdp_test_np1 PROPERTIES ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300)
+set_tests_properties(fsdp_test_np2 PROPERTIES
+  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 2)
+set_tests_properties(fsdp_test_np4 PROPERTIES
+  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 4)
