@@ -10,9 +10,13 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <map>
+#include <string>
+
 #include "jobs/trainer.h"
 #include "parallel/communicator.h"
 #include "parallel/fsdp.h"
+#include "parallel/transformer_units.h"
 #include "tests/checking_communicator.h"
 #include "tests/counting_allocator.h"
 #include "tests/test_model_config.h"
@@ -22,17 +26,16 @@ namespace {
 
 using parallel::FullyShardedDataParallel;
 
-constexpr int64_t kRowsPerRank = 2, kSeqLen = 16;
-
-// Rows of this rank from a batch that depends only on the seed.
-torch::Tensor local_batch(const parallel::Communicator& comm, int64_t vocab) {
+// This rank's `rows` of a batch of sequences of `tokens` that depends only on the world size.
+torch::Tensor local_batch(const parallel::Communicator& comm, int64_t vocab, int64_t rows = 2,
+                          int64_t tokens = 17) {
   auto g = at::detail::createCPUGenerator(1234);
-  auto batch = torch::randint(vocab, {kRowsPerRank * comm.size(), kSeqLen + 1}, g);
-  return batch.narrow(0, comm.rank() * kRowsPerRank, kRowsPerRank);
+  auto batch = torch::randint(vocab, {rows * comm.size(), tokens}, g);
+  return batch.narrow(0, comm.rank() * rows, rows);
 }
 
-// A model whose blocks' parameters outweigh its activations, so that memory peaks show which
-// units are gathered.
+// A model whose blocks' parameters outweigh its activations on local_batch()'s default rows, so
+// that memory peaks show which units are gathered.
 ModelConfig weight_heavy_config() {
   auto cfg = test::small_model_config();
   cfg.hidden_dim = 64;
@@ -49,8 +52,9 @@ struct Sharded {
   Sharded(parallel::Communicator& comm, SHCTransformer model, int group, bool zero2) {
     shard_comm = comm.split(comm.rank() / group, comm.rank());
     replica_comm = comm.split(comm.rank() % group, comm.rank());
-    fsdp = std::make_unique<FullyShardedDataParallel>(model, *shard_comm, replica_comm.get(),
-                                                      FullyShardedDataParallel::Options{!zero2});
+    fsdp = std::make_unique<FullyShardedDataParallel>(
+        std::make_shared<parallel::TransformerUnits>(model), *shard_comm, replica_comm.get(),
+        FullyShardedDataParallel::Options{!zero2});
   }
 };
 
@@ -60,7 +64,6 @@ double gradient_step(FullyShardedDataParallel& fsdp, parallel::Communicator& com
                      const torch::Tensor& batch,
                      jobs::Precision precision = jobs::Precision::kFp32) {
   fsdp.zero_grad();
-  fsdp.begin_step();
   const double loss = jobs::accumulate_gradients(
       [&](const torch::Tensor& ids) { return fsdp.loss(ids); }, batch, batch.size(0), precision);
   fsdp.finish_step();
@@ -110,26 +113,25 @@ struct StepFigures {
 // The second of two steps (the first creates lazily made state) on `comm`: the counts of a
 // CheckingCommunicator, or the peak bytes of a plain one (the checking one keeps every buffer).
 template <typename Measure>
-void second_step(parallel::Communicator& comm, bool zero2, jobs::Precision precision,
-                 Measure&& measure) {
+void second_step(parallel::Communicator& comm, const ModelConfig& cfg, const torch::Tensor& batch,
+                 bool zero2, jobs::Precision precision, Measure&& measure) {
   torch::manual_seed(7);
-  const auto cfg = weight_heavy_config();
   Sharded sharded(comm, SHCTransformer(cfg), comm.size(), zero2);
-  const auto batch = local_batch(comm, cfg.vocab_size);
   gradient_step(*sharded.fsdp, comm, batch, precision);
   measure([&] { gradient_step(*sharded.fsdp, comm, batch, precision); });
 }
 
 StepFigures measure_step(test::CheckingCommunicator& checking, parallel::Communicator& plain,
-                         bool zero2, jobs::Precision precision) {
+                         const ModelConfig& cfg, const torch::Tensor& batch, bool zero2,
+                         jobs::Precision precision) {
   StepFigures figures;
-  second_step(checking, zero2, precision, [&](const auto& step) {
+  second_step(checking, cfg, batch, zero2, precision, [&](const auto& step) {
     checking.reset_counts();
     step();
     figures.all_gathers = checking.count("all_gather");
   });
   auto& allocator = test::CountingCpuAllocator::install();
-  second_step(plain, zero2, precision, [&](const auto& step) {
+  second_step(plain, cfg, batch, zero2, precision, [&](const auto& step) {
     allocator.reset_peak();
     const int64_t before = allocator.live_bytes();
     step();
@@ -145,37 +147,47 @@ StepFigures measure_step(test::CheckingCommunicator& checking, parallel::Communi
 }
 
 TEST_F(FSDP, ZeRO2GathersEachBlockOnceAndHoldsMoreMemory) {
-  const int64_t blocks = weight_heavy_config().n_layers;
-  const auto zero3 = measure_step(*comm_, *plain_, false, jobs::Precision::kFp32);
-  const auto zero2 = measure_step(*comm_, *plain_, true, jobs::Precision::kFp32);
-  // ZeRO-3 gathers a block for its forward and again for its backward recompute, ZeRO-2 keeps
-  // the forward's; the outer unit is gathered once per step in both.
-  EXPECT_EQ(zero3.all_gathers, 1 + 2 * blocks);
-  EXPECT_EQ(zero2.all_gathers, 1 + blocks);
+  const auto cfg = weight_heavy_config();
+  const auto batch = local_batch(*comm_, cfg.vocab_size);
+  const int64_t units = cfg.n_layers + 2;  // embedding, blocks, head
+  const auto zero3 = measure_step(*comm_, *plain_, cfg, batch, false, jobs::Precision::kFp32);
+  const auto zero2 = measure_step(*comm_, *plain_, cfg, batch, true, jobs::Precision::kFp32);
+  // ZeRO-3 gathers every unit for its forward and again for its backward recompute, and the
+  // tied head gathers the embedding unit both times too; ZeRO-2 keeps each unit from its forward
+  // to its backward, so the head finds the embedding still gathered.
+  EXPECT_EQ(zero3.all_gathers, 2 * units + 2);
+  EXPECT_EQ(zero2.all_gathers, units);
   EXPECT_GT(zero2.peak_bytes, zero3.peak_bytes);
 }
 
+// A training-shaped step (activations outweigh one block's parameters): bf16 must come out below
+// fp32, which a bf16 copy of every gathered block kept for the step would prevent.
 TEST_F(FSDP, Bf16PeakIsNotAboveFp32) {
-  const auto fp32 = measure_step(*comm_, *plain_, false, jobs::Precision::kFp32);
-  const auto bf16 = measure_step(*comm_, *plain_, false, jobs::Precision::kBf16);
+  auto cfg = test::small_model_config();
+  cfg.n_layers = 6;
+  const auto batch = local_batch(*comm_, cfg.vocab_size, 8, cfg.max_seq_len);
+  const auto fp32 = measure_step(*comm_, *plain_, cfg, batch, false, jobs::Precision::kFp32);
+  const auto bf16 = measure_step(*comm_, *plain_, cfg, batch, false, jobs::Precision::kBf16);
   EXPECT_LE(bf16.peak_bytes, fp32.peak_bytes);
 }
 
 // Plain autograd on each rank's rows, gradients averaged over the ranks, one SGD step: what FSDP
 // must compute when the recompute replays the forward's random numbers.
-std::vector<torch::Tensor> replicated_sgd_step(parallel::Communicator& comm, ModelConfig cfg,
-                                               const torch::Tensor& batch) {
+std::map<std::string, torch::Tensor> replicated_sgd_step(parallel::Communicator& comm,
+                                                         ModelConfig cfg,
+                                                         const torch::Tensor& batch) {
   torch::manual_seed(7);
   SHCTransformer model(cfg);
   torch::manual_seed(99);
   model->forward(batch, batch).backward();
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> params;
-  for (auto& p : model->parameters()) {
+  std::map<std::string, torch::Tensor> params;
+  for (auto& item : model->named_parameters()) {
+    const auto& p = item.value();
     auto grad = comm.empty(p.numel(), p.scalar_type());
     grad.copy_(p.grad().reshape({-1}));
     comm.all_reduce(grad, parallel::ReduceOp::kAvg);
-    params.push_back(p.detach() - 0.1 * grad.view(p.sizes()));
+    params[item.key()] = p.detach() - 0.1 * grad.view(p.sizes());
   }
   return params;
 }
@@ -190,16 +202,15 @@ TEST_F(FSDP, AdaptiveRankRecomputeReplaysTheForwardNoise) {
     Sharded sharded(*comm_, SHCTransformer(cfg), group, false);
     torch::manual_seed(99);
     sharded.fsdp->zero_grad();
-    sharded.fsdp->begin_step();
     sharded.fsdp->loss(batch).backward();
     sharded.fsdp->finish_step();
     torch::optim::SGD sgd(sharded.fsdp->shards(), torch::optim::SGDOptions(0.1));
     sgd.step();
     const auto params = sharded.fsdp->full_parameters();
     ASSERT_EQ(params.size(), expected.size());
-    for (size_t i = 0; i < params.size(); ++i) {
+    for (const auto& [name, value] : params) {
       // fp32 round-off of a different summation order (reduce-scatter vs all-reduce).
-      EXPECT_TRUE(torch::allclose(params[i], expected[i], 1e-5, 1e-6)) << "parameter " << i;
+      EXPECT_TRUE(torch::allclose(value, expected.at(name), 1e-5, 1e-6)) << name;
     }
   }
 }
