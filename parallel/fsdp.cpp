@@ -58,17 +58,24 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::shared_ptr<ShardedModel>
             for (int64_t u = 0; u < model->num_units(); ++u) on_unit(u, model->unit_parameters(u));
             return model;
           },
-          shard_comm, replica_comm, options) {}
+          shard_comm, replica_comm, options, /*from_rank0=*/true) {}
 
 FullyShardedDataParallel::FullyShardedDataParallel(const ShardedModelBuilder& build,
                                                    Communicator& shard_comm,
                                                    Communicator* replica_comm, Options options)
+    : FullyShardedDataParallel(build, shard_comm, replica_comm, options, /*from_rank0=*/false) {}
+
+FullyShardedDataParallel::FullyShardedDataParallel(const ShardedModelBuilder& build,
+                                                   Communicator& shard_comm,
+                                                   Communicator* replica_comm, Options options,
+                                                   bool from_rank0)
     : shard_comm_(shard_comm),
       replica_comm_(replica_comm && replica_comm->size() > 1 ? replica_comm : nullptr),
       options_(options),
       comm_thread_(std::make_unique<CommunicationThread>(shard_comm.split(0, shard_comm.rank()))) {
-  model_ =
-      build([this](int64_t u, const NamedParameters& parameters) { shard_unit(u, parameters); });
+  model_ = build([this, from_rank0](int64_t u, const NamedParameters& parameters) {
+    shard_unit(u, parameters, from_rank0);
+  });
   TORCH_CHECK(model_->num_units() == num_units(), "the builder reported ", num_units(),
               " units of a model with ", model_->num_units());
   for (int64_t u = 0; u < num_units(); ++u) units_[u].borrowed = model_->borrowed_units(u);
@@ -76,7 +83,8 @@ FullyShardedDataParallel::FullyShardedDataParallel(const ShardedModelBuilder& bu
 
 FullyShardedDataParallel::~FullyShardedDataParallel() = default;
 
-void FullyShardedDataParallel::shard_unit(int64_t u, const NamedParameters& parameters) {
+void FullyShardedDataParallel::shard_unit(int64_t u, const NamedParameters& parameters,
+                                          bool from_rank0) {
   TORCH_CHECK(u == num_units(), "units must be built in order: got unit ", u, " after ",
               num_units());
   torch::NoGradGuard no_grad;
@@ -96,22 +104,30 @@ void FullyShardedDataParallel::shard_unit(int64_t u, const NamedParameters& para
   // Pad to a multiple of the group size: every rank's shard has the same length.
   unit.padded = (unit.numel + n - 1) / n * n;
   const int64_t len = unit.padded / n, start = shard_comm_.rank() * len;
-  auto flat = shard_comm_.zeros(unit.padded, unit.dtype);
+  auto shard = shard_comm_.zeros(len, unit.dtype);
   auto& runs = decayed_runs_.emplace_back();
   for (size_t k = 0; k < unit.params.size(); ++k) {
-    flat.narrow(0, unit.offsets[k], unit.numels[k]).copy_(unit.params[k].reshape({-1}));
+    // The part of parameter k inside this rank's [start, start + len) of the unit.
     const int64_t begin = std::max(unit.offsets[k], start);
     const int64_t end = std::min(unit.offsets[k] + unit.numels[k], start + len);
-    if (end > begin && is_decayed_parameter(unit.names[k], unit.params[k])) {
+    if (end <= begin) continue;
+    shard.narrow(0, begin - start, end - begin)
+        .copy_(unit.params[k].reshape({-1}).narrow(0, begin - unit.offsets[k], end - begin));
+    if (is_decayed_parameter(unit.names[k], unit.params[k])) {
       runs.emplace_back(begin - start, end - begin);
     }
   }
+  if (from_rank0) {
+    // Every rank starts from rank 0's parameters: its shard r goes to rank r of each group.
+    auto flat = shard_comm_.zeros(unit.padded, unit.dtype);
+    for (size_t k = 0; k < unit.params.size(); ++k) {
+      flat.narrow(0, unit.offsets[k], unit.numels[k]).copy_(unit.params[k].reshape({-1}));
+    }
+    shard_comm_.broadcast(flat, 0);
+    if (replica_comm_) replica_comm_->broadcast(flat, 0);
+    shard.copy_(flat.narrow(0, start, len));
+  }
   release(unit);  // the builder's copy is no longer needed
-  // Every rank starts from rank 0's parameters.
-  shard_comm_.broadcast(flat, 0);
-  if (replica_comm_) replica_comm_->broadcast(flat, 0);
-  auto shard = shard_comm_.empty(len, unit.dtype);
-  shard.copy_(flat.narrow(0, start, len));
   shards_.push_back(shard.requires_grad_(true));
 }
 

@@ -46,8 +46,9 @@ class FullyShardedDataParallel {
   // Both must outlive this object and serve only the calling thread.
   FullyShardedDataParallel(std::shared_ptr<ShardedModel> model, Communicator& shard_comm,
                            Communicator* replica_comm, Options options);
-  // Builds the model unit by unit and shards each unit as soon as it exists. The builder must
-  // produce the same values on every rank (a seeded construction).
+  // Builds the model unit by unit and shards each unit as soon as it exists: a rank's memory grows
+  // by its shards plus about one unit. The builder must produce the same values on every rank (a
+  // seeded construction); nothing is broadcast.
   FullyShardedDataParallel(const ShardedModelBuilder& build, Communicator& shard_comm,
                            Communicator* replica_comm, Options options);
   ~FullyShardedDataParallel();
@@ -108,8 +109,11 @@ class FullyShardedDataParallel {
     CommunicationThread::Handle gathering;  // valid while the all-gather of `full` is in flight
     bool held = false;                      // ZeRO-2: gathered from forward until backward
   };
-  // Takes unit u's shard of `parameters` and frees them.
-  void shard_unit(int64_t u, const NamedParameters& parameters);
+  FullyShardedDataParallel(const ShardedModelBuilder& build, Communicator& shard_comm,
+                           Communicator* replica_comm, Options options, bool from_rank0);
+  // Takes this rank's shard of unit u's `parameters` (rank 0's values when `from_rank0`) and
+  // frees them.
+  void shard_unit(int64_t u, const NamedParameters& parameters, bool from_rank0);
   // Queues the all-gather of unit u unless it is gathered or being gathered.
   void prefetch(int64_t u);
   // Unit u gathered and in the model's parameters.

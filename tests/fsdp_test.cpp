@@ -192,14 +192,14 @@ std::map<std::string, torch::Tensor> replicated_sgd_step(parallel::Communicator&
   return params;
 }
 
-TEST_F(FSDP, AdaptiveRankRecomputeReplaysTheForwardNoise) {
-  auto cfg = test::small_model_config();
-  cfg.adaptive_rank = true;
-  const auto batch = local_batch(*comm_, cfg.vocab_size);
-  const auto expected = replicated_sgd_step(*comm_, cfg, batch);
-  for (int group : {comm_->size(), hybrid_group()}) {
+// One FSDP step (and hybrid, on 4 ranks) equals replicated_sgd_step.
+void expect_step_equals_replicated(parallel::Communicator& comm, const ModelConfig& cfg,
+                                   int hybrid_group) {
+  const auto batch = local_batch(comm, cfg.vocab_size);
+  const auto expected = replicated_sgd_step(comm, cfg, batch);
+  for (int group : {comm.size(), hybrid_group}) {
     torch::manual_seed(7);
-    Sharded sharded(*comm_, SHCTransformer(cfg), group, false);
+    Sharded sharded(comm, SHCTransformer(cfg), group, false);
     torch::manual_seed(99);
     sharded.fsdp->zero_grad();
     sharded.fsdp->loss(batch).backward();
@@ -212,6 +212,44 @@ TEST_F(FSDP, AdaptiveRankRecomputeReplaysTheForwardNoise) {
       // fp32 round-off of a different summation order (reduce-scatter vs all-reduce).
       EXPECT_TRUE(torch::allclose(value, expected.at(name), 1e-5, 1e-6)) << name;
     }
+  }
+}
+
+TEST_F(FSDP, AdaptiveRankRecomputeReplaysTheForwardNoise) {
+  auto cfg = test::small_model_config();
+  cfg.adaptive_rank = true;
+  expect_step_equals_replicated(*comm_, cfg, hybrid_group());
+}
+
+// Untied head, stream offsets and compressed streams: every block borrows the head unit's codec.
+TEST_F(FSDP, BorrowedCodecAndUntiedHeadTrainLikeReplicas) {
+  auto cfg = test::small_model_config();
+  cfg.tie_embeddings = false;
+  cfg.stream_offsets = true;
+  cfg.stream_rank = 2;
+  expect_step_equals_replicated(*comm_, cfg, hybrid_group());
+}
+
+// Built unit by unit, each unit sharded before the next exists, the model holds exactly the
+// values of one process constructing it whole after the same seed; the units own every parameter
+// once.
+TEST_F(FSDP, UnitByUnitConstructionEqualsOneProcess) {
+  for (bool tied : {true, false}) {
+    auto cfg = test::small_model_config();
+    cfg.tie_embeddings = tied;
+    cfg.stream_offsets = true;
+    torch::manual_seed(7);
+    SHCTransformer whole(cfg);
+    torch::manual_seed(7);
+    FullyShardedDataParallel fsdp(parallel::TransformerUnits::builder(cfg), *comm_, nullptr, {});
+    const auto params = fsdp.full_parameters();
+    const auto expected = whole->named_parameters();
+    ASSERT_EQ(params.size(), expected.size());
+    for (const auto& [name, value] : params) {
+      ASSERT_NE(expected.find(name), nullptr) << name;
+      EXPECT_TRUE(torch::equal(value, *expected.find(name))) << name;
+    }
+    EXPECT_EQ(fsdp.total_numel(), whole->num_parameters());
   }
 }
 

@@ -69,3 +69,15 @@ set_tests_properties(fsdp_test_np2 PROPERTIES
   ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 2)
 set_tests_properties(fsdp_test_np4 PROPERTIES
   ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 4)
+
+# Sharded initialisation of the 1b preset: 2 ranks only (each builds the 1.68 B-parameter model
+# unit by unit, ~3.4 GB of shards per rank; 4 oversubscribed ranks would double the runtime).
+add_executable(fsdp_init_memory_test
+  ${CMAKE_CURRENT_LIST_DIR}/fsdp_init_memory_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/parallel_test_main.cpp
+)
+target_link_libraries(fsdp_init_memory_test PRIVATE shc_parallel GTest::gtest shc_warnings)
+add_test(NAME fsdp_init_memory_np2
+  COMMAND ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:fsdp_init_memory_test>)
+set_tests_properties(fsdp_init_memory_np2 PROPERTIES
+  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 2)
