@@ -8,50 +8,135 @@
 
 #include <cmath>
 #include <limits>
+#include <mutex>
 
 namespace shc {
 
-SHCTransformerImpl::SHCTransformerImpl(ModelConfig cfg) : cfg_(std::move(cfg)) {
+namespace {
+
+// splitmix64 (Steele et al. 2014): well-spread seeds from (base, unit).
+uint64_t unit_seed(uint64_t base, int64_t unit) {
+  uint64_t z = base + 0x9e3779b97f4a7c15ULL * uint64_t(unit + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// The global CPU generator seeded for one unit's construction; its state comes back afterwards,
+// so the rest of the program sees one draw (the base seed) whatever the model's size.
+class UnitSeedScope {
+ public:
+  UnitSeedScope(uint64_t base, int64_t unit) : gen_(at::detail::getDefaultCPUGenerator()) {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    saved_ = gen_.get_state();
+    gen_.set_current_seed(unit_seed(base, unit));
+  }
+  ~UnitSeedScope() {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    gen_.set_state(saved_);
+  }
+  UnitSeedScope(const UnitSeedScope&) = delete;
+  UnitSeedScope& operator=(const UnitSeedScope&) = delete;
+
+ private:
+  at::Generator gen_;
+  torch::Tensor saved_;
+};
+
+uint64_t draw_base_seed() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
+}
+
+}  // namespace
+
+SHCTransformerImpl::SHCTransformerImpl(ModelConfig cfg, const UnitBuilt& on_unit_built)
+    : cfg_(std::move(cfg)) {
   cfg_.validate();
+  const uint64_t base = draw_base_seed();
+  auto build = [&](int64_t unit, const std::function<void()>& make) {
+    {
+      UnitSeedScope seed(base, unit);
+      torch::NoGradGuard no_grad;
+      make();
+    }
+    if (on_unit_built) on_unit_built(unit, unit_parameters(unit));
+  };
+  build(0, [&] { build_embedding(); });
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) build(1 + l, [&] { build_block(l); });
+  build(cfg_.n_layers + 1, [&] { build_head(); });
+}
+
+// GPT-2 style initialisation: N(0, 0.02), output projections of each sublayer scaled by
+// 1/sqrt(2L) so the residual stream's variance does not grow with depth.
+constexpr double kInitStd = 0.02;
+
+void SHCTransformerImpl::build_embedding() {
   const int64_t n = cfg_.streams(), d = cfg_.hidden_dim;
   tok_embeddings = register_module("tok_embeddings", torch::nn::Embedding(cfg_.vocab_size, d));
-  blocks = register_module("blocks", torch::nn::ModuleList());
-  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-    blocks_.push_back(SHCBlock(cfg_, l));
-    blocks->push_back(blocks_.back());
+  tok_embeddings->weight.normal_(0, kInitStd);
+  if (cfg_.residual != ResidualKind::kResidual && cfg_.stream_offsets) {
+    // Small random offsets break the symmetry of the copied streams from the first step.
+    stream_offsets = register_parameter("stream_offsets", torch::randn({n, d}) * 0.02);
   }
+}
+
+void SHCTransformerImpl::build_block(int64_t layer) {
+  const double out_std = kInitStd / std::sqrt(2.0 * cfg_.n_layers);
+  SHCBlock b(cfg_, layer);
+  b->attn->q_proj->weight.normal_(0, kInitStd);
+  b->attn->kv_proj->weight.normal_(0, kInitStd);
+  b->attn->o_proj->weight.normal_(0, out_std);
+  b->ffn->gate_up->weight.normal_(0, kInitStd);
+  b->ffn->down->weight.normal_(0, out_std);
+  blocks_.push_back(b);
+  blocks->push_back(b);
+}
+
+void SHCTransformerImpl::build_head() {
+  const int64_t n = cfg_.streams(), d = cfg_.hidden_dim;
   if (cfg_.residual != ResidualKind::kResidual) {
     stream_reducer = register_module("stream_reducer", FactorizedKVCache(n, d, 1));
     if (cfg_.compressed_streams()) {
       stream_codec = register_module("stream_codec", FactorizedKVCache(n, d, cfg_.stream_rank));
-    }
-    if (cfg_.stream_offsets) {
-      // Small random offsets break the symmetry of the copied streams from the first step.
-      stream_offsets = register_parameter("stream_offsets", torch::randn({n, d}) * 0.02);
     }
   }
   final_norm = register_module("final_norm", RMSNorm(d, cfg_.norm_eps));
   if (!cfg_.tie_embeddings) {
     lm_head = register_module(
         "lm_head", torch::nn::Linear(torch::nn::LinearOptions(d, cfg_.vocab_size).bias(false)));
+    lm_head->weight.normal_(0, kInitStd);
   }
-  init_weights();
 }
 
-void SHCTransformerImpl::init_weights() {
-  // GPT-2 style: N(0, 0.02), output projections of each sublayer scaled by 1/sqrt(2L) so the
-  // residual stream's variance does not grow with depth.
-  torch::NoGradGuard no_grad;
-  const double std = 0.02, out_std = std / std::sqrt(2.0 * cfg_.n_layers);
-  tok_embeddings->weight.normal_(0, std);
-  for (auto& b : blocks_) {
-    b->attn->q_proj->weight.normal_(0, std);
-    b->attn->kv_proj->weight.normal_(0, std);
-    b->attn->o_proj->weight.normal_(0, out_std);
-    b->ffn->gate_up->weight.normal_(0, std);
-    b->ffn->down->weight.normal_(0, out_std);
+std::vector<std::pair<std::string, torch::Tensor>> SHCTransformerImpl::unit_parameters(
+    int64_t u) const {
+  TORCH_CHECK(u >= 0 && u < num_units(), "unit ", u, " out of range [0, ", num_units(), ")");
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  auto add = [&](const std::string& prefix, const torch::nn::Module& m) {
+    for (const auto& item : m.named_parameters())
+      out.emplace_back(prefix + item.key(), item.value());
+  };
+  if (u == 0) {
+    add("tok_embeddings.", *tok_embeddings);
+    if (stream_offsets.defined()) out.emplace_back("stream_offsets", stream_offsets);
+  } else if (u <= cfg_.n_layers) {
+    add("blocks." + std::to_string(u - 1) + ".", *blocks_[u - 1]);
+  } else {
+    if (stream_reducer) add("stream_reducer.", *stream_reducer);
+    if (stream_codec) add("stream_codec.", *stream_codec);
+    add("final_norm.", *final_norm);
+    if (lm_head) add("lm_head.", *lm_head);
   }
-  if (lm_head) lm_head->weight.normal_(0, std);
+  return out;
+}
+
+torch::Tensor SHCTransformerImpl::run_unit(int64_t u, const torch::Tensor& input) {
+  if (u == 0) return embed(input);
+  if (u <= cfg_.n_layers) return run_block(u - 1, input);
+  return head(input);
 }
 
 torch::Tensor SHCTransformerImpl::embed(const torch::Tensor& ids) {

@@ -11,9 +11,11 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attention.h"
@@ -48,7 +50,16 @@ torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& 
 
 class SHCTransformerImpl : public torch::nn::Module {
  public:
-  explicit SHCTransformerImpl(ModelConfig cfg);
+  // The model is built and initialised in units: 0 = embedding (token embedding, stream
+  // offsets), 1 + i = block i, n_layers + 1 = head (stream reduction and codec, final norm, the
+  // LM head when untied). Unit u draws its initial values from a generator seeded with (a base
+  // seed drawn once from the global CPU generator, u), so a sharded runtime can build the model
+  // unit by unit and keep a shard of each: `on_unit_built(u, unit_parameters(u))` runs once unit
+  // u is complete, and the values equal those of an uninterrupted construction after the same
+  // torch::manual_seed.
+  using UnitBuilt = std::function<void(
+      int64_t unit, const std::vector<std::pair<std::string, torch::Tensor>>& parameters)>;
+  explicit SHCTransformerImpl(ModelConfig cfg, const UnitBuilt& on_unit_built = {});
 
   // ids (batch, T) int64 -> logits (batch, T, vocab), fp32 (fp64 for an fp64 model).
   torch::Tensor forward(const torch::Tensor& ids);
@@ -68,6 +79,12 @@ class SHCTransformerImpl : public torch::nn::Module {
   torch::Tensor between_blocks(const torch::Tensor& streams);
   torch::Tensor head(const torch::Tensor& streams);  // logits (batch, T, vocab), at least fp32
   torch::Tensor final_hidden(const torch::Tensor& streams);  // (batch, T, d) after the final norm
+
+  int64_t num_units() const { return cfg_.n_layers + 2; }
+  // The parameters unit u owns, named as in named_parameters(). A tied LM head is the embedding's.
+  std::vector<std::pair<std::string, torch::Tensor>> unit_parameters(int64_t u) const;
+  // Unit u on the previous unit's output: embed(ids), run_block(u - 1, streams) or head(streams).
+  torch::Tensor run_unit(int64_t u, const torch::Tensor& input);
 
   const ModelConfig& config() const { return cfg_; }
   const std::vector<SHCBlock>& block_list() const { return blocks_; }
@@ -92,7 +109,9 @@ class SHCTransformerImpl : public torch::nn::Module {
   torch::Tensor stream_offsets;        // (n, d) only with cfg.stream_offsets
 
  private:
-  void init_weights();
+  void build_embedding();
+  void build_block(int64_t layer);
+  void build_head();
 
   ModelConfig cfg_;
   std::vector<SHCBlock> blocks_;

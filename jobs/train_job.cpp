@@ -30,6 +30,7 @@
 #include "parallel/ddp.h"
 #include "parallel/fsdp.h"
 #include "parallel/runtime.h"
+#include "parallel/transformer_units.h"
 
 namespace shc::jobs {
 namespace {
@@ -265,7 +266,7 @@ class TrainJob : public Job {
       shard_comm = comm->split(rank / shard_group, rank);
       replica_comm = comm->split(rank % shard_group, rank);
       fsdp = std::make_unique<parallel::FullyShardedDataParallel>(
-          model, *shard_comm, replica_comm.get(),
+          std::make_shared<parallel::TransformerUnits>(model), *shard_comm, replica_comm.get(),
           parallel::FullyShardedDataParallel::Options{
               vm["parallel.reshard_after_forward"].as<bool>()});
       // Decoupled weight decay is applied by fsdp->apply_weight_decay (a shard mixes parameters
@@ -300,13 +301,11 @@ class TrainJob : public Job {
       model->eval();
       val_data->restore(0);  // the same validation sequences every time
       double sum = 0;
-      if (fsdp) fsdp->begin_step();
       for (int64_t i = 0; i < eval_batches; ++i) {
         auto ids = to_tensor(val_data->next_batch(), micro_batch).to(device);
         AutocastScope autocast(precision == Precision::kBf16, device.type());
         sum += loss_of(ids).item<double>();
       }
-      if (fsdp) fsdp->end_evaluation();
       model->train();
       const double val_loss = mean_over_ranks(sum / double(eval_batches));
       if (metrics) metrics->write(step, {{"val_loss", val_loss}});
@@ -330,10 +329,7 @@ class TrainJob : public Job {
                                     std::pow(cfg.rank_tau_min / cfg.rank_tau_start, progress));
       }
       optimizer->zero_grad();
-      if (fsdp) {
-        fsdp->zero_grad();
-        fsdp->begin_step();
-      }
+      if (fsdp) fsdp->zero_grad();
       // Row r of this rank's batch is the global sequence first_sequence + r (data/loader.h).
       const int64_t first_sequence = train_data.position() + rank * local_batch;
       auto batch = to_tensor(train_data.next_batch(), local_batch).to(device);

@@ -4,11 +4,12 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <algorithm>
 #include <cmath>
-#include <map>
-#include <set>
 
 #include "core/precision.h"
+#include "core/transformer.h"
+#include "parallel/unit_scopes.h"
 
 namespace shc::parallel {
 
@@ -17,207 +18,270 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// One block, run as a unit: forward without saved activations, backward by recomputation.
-struct BlockFunction : public torch::autograd::Function<BlockFunction> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t block,
-                               int64_t owner) {
+// One unit: forward without saved activations, backward by recomputation. The unit's shard is an
+// input only so that autograd calls backward() for every unit, unit 0 (integer ids) included; its
+// gradient arrives through the reduce-scatter instead.
+struct UnitFunction : public torch::autograd::Function<UnitFunction> {
+  // `keep_gathered` (ZeRO-2) is decided by the caller: inside forward() grad mode is always off.
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& shard, int64_t unit, int64_t owner,
+                               bool keep_gathered) {
+    (void)shard;
     auto* fsdp = reinterpret_cast<FullyShardedDataParallel*>(owner);
     ctx->save_for_backward({x});
-    ctx->saved_data["block"] = block;
+    ctx->saved_data["unit"] = unit;
     ctx->saved_data["owner"] = owner;
     // The recomputation must draw the same random numbers (the rank selector's Gumbel noise)
-    // and use the same precision as this forward.
-    auto gen = at::detail::getDefaultCPUGenerator();
-    {
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      ctx->saved_data["rng"] = gen.get_state();
-    }
+    // on the unit's device and use the same precision as this forward.
+    ctx->saved_data["rng"] = generator_state(x.device());
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(x.device().type());
-    return fsdp->block_forward(block, x);
+    return fsdp->unit_forward(unit, x, keep_gathered);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     auto* fsdp = reinterpret_cast<FullyShardedDataParallel*>(ctx->saved_data["owner"].toInt());
     auto x = ctx->get_saved_variables()[0];
-    auto grad_x = fsdp->block_backward(ctx->saved_data["block"].toInt(), x, grad_out[0],
-                                       ctx->saved_data["rng"].toTensor(),
-                                       ctx->saved_data["autocast"].toBool());
-    return {grad_x, torch::Tensor(), torch::Tensor()};
+    auto grad_x = fsdp->unit_backward(ctx->saved_data["unit"].toInt(), x, grad_out[0],
+                                      ctx->saved_data["rng"].toTensor(),
+                                      ctx->saved_data["autocast"].toBool());
+    return {grad_x, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
-FullyShardedDataParallel::FullyShardedDataParallel(SHCTransformer model, Communicator& shard_comm,
+FullyShardedDataParallel::FullyShardedDataParallel(std::shared_ptr<ShardedModel> model,
+                                                   Communicator& shard_comm,
                                                    Communicator* replica_comm, Options options)
-    : model_(std::move(model)),
-      shard_comm_(shard_comm),
+    : FullyShardedDataParallel(
+          [model](const UnitBuilt& on_unit) {
+            for (int64_t u = 0; u < model->num_units(); ++u) on_unit(u, model->unit_parameters(u));
+            return model;
+          },
+          shard_comm, replica_comm, options, /*from_rank0=*/true) {}
+
+FullyShardedDataParallel::FullyShardedDataParallel(const ShardedModelBuilder& build,
+                                                   Communicator& shard_comm,
+                                                   Communicator* replica_comm, Options options)
+    : FullyShardedDataParallel(build, shard_comm, replica_comm, options, /*from_rank0=*/false) {}
+
+FullyShardedDataParallel::FullyShardedDataParallel(const ShardedModelBuilder& build,
+                                                   Communicator& shard_comm,
+                                                   Communicator* replica_comm, Options options,
+                                                   bool from_rank0)
+    : shard_comm_(shard_comm),
       replica_comm_(replica_comm && replica_comm->size() > 1 ? replica_comm : nullptr),
-      options_(options) {
-  const int64_t n = shard_comm_.size();
-  // Units: every block, and the rest of the model (in registration order) as the outer unit.
-  const int64_t blocks = int64_t(model_->block_list().size());
-  units_.resize(1 + blocks);
-  std::vector<std::vector<std::string>> names(units_.size());
-  std::set<const void*> in_blocks;
-  for (int64_t i = 0; i < blocks; ++i) {
-    for (const auto& item : model_->block_list()[i]->named_parameters()) {
-      units_[1 + i].params.push_back(item.value());
-      names[1 + i].push_back(item.key());
-      in_blocks.insert(item.value().unsafeGetTensorImpl());
-    }
-  }
-  for (const auto& item : model_->named_parameters()) {
-    if (in_blocks.count(item.value().unsafeGetTensorImpl())) continue;
-    units_[0].params.push_back(item.value());
-    names[0].push_back(item.key());
-  }
-  torch::NoGradGuard no_grad;
-  for (size_t u = 0; u < units_.size(); ++u) {
-    auto& unit = units_[u];
-    std::vector<torch::Tensor> flat_parts, mask_parts;
-    // Master weights keep the model's dtype (fp32 normally; fp64 in exactness tests).
-    unit.dtype = unit.params.empty() ? torch::kFloat : unit.params[0].scalar_type();
-    for (size_t k = 0; k < unit.params.size(); ++k) {
-      const auto& p = unit.params[k];
-      unit.shapes.push_back(p.sizes().vec());
-      unit.numels.push_back(p.numel());
-      unit.offsets.push_back(unit.numel);
-      unit.numel += p.numel();
-      flat_parts.push_back(p.detach().reshape({-1}).to(unit.dtype));
-      mask_parts.push_back(
-          torch::full({p.numel()}, is_decayed_parameter(names[u][k], p) ? 1.0 : 0.0, unit.dtype));
-    }
-    // Pad to a multiple of the group size: every rank's shard has the same length.
-    unit.padded = (unit.numel + n - 1) / n * n;
-    auto flat = torch::zeros({unit.padded}, unit.dtype);
-    auto mask = torch::zeros({unit.padded}, unit.dtype);
-    flat.narrow(0, 0, unit.numel).copy_(torch::cat(flat_parts));
-    mask.narrow(0, 0, unit.numel).copy_(torch::cat(mask_parts));
-    // Every rank starts from rank 0's parameters.
-    shard_comm_.broadcast(flat, 0);
-    if (replica_comm_) replica_comm_->broadcast(flat, 0);
-    const int64_t len = unit.padded / n, start = shard_comm_.rank() * len;
-    auto shard = flat.narrow(0, start, len).clone();
-    shard.mutable_grad() = torch::zeros_like(shard);
-    shards_.push_back(shard);
-    decay_masks_.push_back(mask.narrow(0, start, len).clone());
-    release(unit);
-  }
+      options_(options),
+      comm_thread_(std::make_unique<CommunicationThread>(shard_comm.split(0, shard_comm.rank()))) {
+  model_ = build([this, from_rank0](int64_t u, const NamedParameters& parameters) {
+    shard_unit(u, parameters, from_rank0);
+  });
+  TORCH_CHECK(model_->num_units() == num_units(), "the builder reported ", num_units(),
+              " units of a model with ", model_->num_units());
+  for (int64_t u = 0; u < num_units(); ++u) units_[u].borrowed = model_->borrowed_units(u);
 }
 
 FullyShardedDataParallel::~FullyShardedDataParallel() = default;
 
-void FullyShardedDataParallel::gather(Unit& unit) {
+void FullyShardedDataParallel::shard_unit(int64_t u, const NamedParameters& parameters,
+                                          bool from_rank0) {
+  TORCH_CHECK(u == num_units(), "units must be built in order: got unit ", u, " after ",
+              num_units());
+  torch::NoGradGuard no_grad;
+  const int64_t n = shard_comm_.size();
+  auto& unit = units_.emplace_back();
+  // Master weights keep the model's dtype (fp32 normally; fp64 in exactness tests).
+  unit.dtype = parameters.empty() ? torch::kFloat : parameters[0].second.scalar_type();
+  for (const auto& [name, p] : parameters) {
+    TORCH_CHECK(p.scalar_type() == unit.dtype, "unit ", u, " mixes dtypes (", name, ")");
+    unit.params.push_back(p);
+    unit.names.push_back(name);
+    unit.shapes.push_back(p.sizes().vec());
+    unit.numels.push_back(p.numel());
+    unit.offsets.push_back(unit.numel);
+    unit.numel += p.numel();
+  }
+  // Pad to a multiple of the group size: every rank's shard has the same length.
+  unit.padded = (unit.numel + n - 1) / n * n;
+  const int64_t len = unit.padded / n, start = shard_comm_.rank() * len;
+  auto shard = shard_comm_.zeros(len, unit.dtype);
+  auto& runs = decayed_runs_.emplace_back();
+  for (size_t k = 0; k < unit.params.size(); ++k) {
+    // The part of parameter k inside this rank's [start, start + len) of the unit.
+    const int64_t begin = std::max(unit.offsets[k], start);
+    const int64_t end = std::min(unit.offsets[k] + unit.numels[k], start + len);
+    if (end <= begin) continue;
+    shard.narrow(0, begin - start, end - begin)
+        .copy_(unit.params[k].reshape({-1}).narrow(0, begin - unit.offsets[k], end - begin));
+    if (is_decayed_parameter(unit.names[k], unit.params[k])) {
+      runs.emplace_back(begin - start, end - begin);
+    }
+  }
+  if (from_rank0) {
+    // Every rank starts from rank 0's parameters: its shard r goes to rank r of each group.
+    auto flat = shard_comm_.zeros(unit.padded, unit.dtype);
+    for (size_t k = 0; k < unit.params.size(); ++k) {
+      flat.narrow(0, unit.offsets[k], unit.numels[k]).copy_(unit.params[k].reshape({-1}));
+    }
+    shard_comm_.broadcast(flat, 0);
+    if (replica_comm_) replica_comm_->broadcast(flat, 0);
+    shard.copy_(flat.narrow(0, start, len));
+  }
+  release(unit);  // the builder's copy is no longer needed
+  shards_.push_back(shard.requires_grad_(true));
+}
+
+void FullyShardedDataParallel::prefetch(int64_t u) {
+  auto& unit = units_[u];
   if (unit.full.defined()) return;
-  const size_t index = &unit - units_.data();
-  unit.full = torch::empty({unit.padded}, unit.dtype);
-  shard_comm_.all_gather(shards_[index], unit.full);
+  unit.full = shard_comm_.empty(unit.padded, unit.dtype);
+  const auto shard = shards_[u].detach(), full = unit.full;
+  unit.gathering = comm_thread_->submit(
+      {shard, full}, [shard, full](Communicator& comm) { comm.all_gather(shard, full); });
+}
+
+void FullyShardedDataParallel::gather_now(int64_t u) {
+  prefetch(u);
+  auto& unit = units_[u];
+  if (!unit.gathering.valid()) return;  // already in the parameters
+  unit.gathering.wait();
+  unit.gathering = CommunicationThread::Handle();
   for (size_t k = 0; k < unit.params.size(); ++k) {
     unit.params[k].set_data(
         unit.full.narrow(0, unit.offsets[k], unit.numels[k]).view(unit.shapes[k]));
   }
 }
 
+void FullyShardedDataParallel::acquire(int64_t u) {
+  gather_now(u);
+  for (int64_t b : units_[u].borrowed) gather_now(b);
+}
+
 void FullyShardedDataParallel::release(Unit& unit) {
-  for (auto& p : unit.params) p.set_data(torch::empty({0}, p.options()));
+  for (auto& p : unit.params) {
+    p.set_data(torch::empty({0}, p.options().device(shard_comm_.device())));
+  }
   unit.full = torch::Tensor();
 }
 
-void FullyShardedDataParallel::reduce_gradients(int64_t index,
+void FullyShardedDataParallel::release_after_use(int64_t u) {
+  if (!units_[u].held) release(units_[u]);
+  for (int64_t b : units_[u].borrowed) {
+    if (!units_[b].held) release(units_[b]);
+  }
+}
+
+void FullyShardedDataParallel::reduce_gradients(int64_t owner,
                                                 const std::vector<torch::Tensor>& grads) {
-  auto& unit = units_[index];
-  auto flat = torch::zeros({unit.padded}, unit.dtype);
+  auto& unit = units_[owner];
+  auto flat = shard_comm_.zeros(unit.padded, unit.dtype);
+  bool any = false;
   for (size_t k = 0; k < grads.size(); ++k) {
     if (!grads[k].defined()) continue;
-    flat.narrow(0, unit.offsets[k], grads[k].numel()).copy_(grads[k].reshape({-1}));
+    flat.narrow(0, unit.offsets[k], unit.numels[k]).copy_(grads[k].reshape({-1}));
+    any = true;
   }
-  auto part = torch::empty_like(shards_[index]);
-  shard_comm_.reduce_scatter(flat, part, ReduceOp::kAvg);
-  auto& grad = shards_[index].mutable_grad();
-  if (grad.defined()) {
-    grad.add_(part);
-  } else {
-    grad = part;  // an optimizer's zero_grad() may have unset it
+  if (!any) return;
+  auto& shard = shards_[owner];
+  if (!shard.grad().defined()) {
+    shard.mutable_grad() = shard_comm_.zeros(shard.numel(), unit.dtype);
   }
+  const auto grad = shard.grad(), part = shard_comm_.empty(shard.numel(), unit.dtype);
+  reductions_.push_back(
+      comm_thread_->submit({flat, part, grad}, [flat, part, grad](Communicator& comm) {
+        comm.reduce_scatter(flat, part, ReduceOp::kAvg);
+        torch::NoGradGuard no_grad;
+        grad.add_(part);
+      }));
 }
 
-void FullyShardedDataParallel::begin_step() {
-  gather(units_[0]);
+void FullyShardedDataParallel::wait_for_reductions() {
+  for (const auto& r : reductions_) r.wait();
+  reductions_.clear();
 }
 
-void FullyShardedDataParallel::end_evaluation() {
-  release(units_[0]);
+torch::Tensor FullyShardedDataParallel::forward(const torch::Tensor& ids) {
+  // ZeRO-2 keeps a unit gathered until its backward; evaluation has no backward.
+  const bool keep_gathered = !options_.reshard_after_forward && torch::GradMode::is_enabled();
+  const auto owner = reinterpret_cast<int64_t>(this);
+  auto x = ids;
+  for (int64_t u = 0; u < num_units(); ++u) {
+    x = UnitFunction::apply(x, shards_[u], u, owner, keep_gathered);
+  }
+  return x;
 }
 
 torch::Tensor FullyShardedDataParallel::loss(const torch::Tensor& ids) {
-  TORCH_CHECK(units_[0].full.defined(), "FullyShardedDataParallel::loss needs begin_step()");
-  auto s = model_->embed(ids);
-  const auto owner = reinterpret_cast<int64_t>(this);
-  for (int64_t i = 0; i + 1 < int64_t(units_.size()); ++i) {
-    s = model_->between_blocks(BlockFunction::apply(s, i, owner));
-  }
-  return next_token_loss(model_->head(s), ids);
+  return next_token_loss(forward(ids), ids);
 }
 
-torch::Tensor FullyShardedDataParallel::block_forward(int64_t block, const torch::Tensor& x) {
-  auto& unit = units_[1 + block];
-  gather(unit);
+torch::Tensor FullyShardedDataParallel::unit_forward(int64_t u, const torch::Tensor& x,
+                                                     bool keep_gathered) {
+  acquire(u);
+  if (u + 1 < num_units()) {
+    prefetch(u + 1);  // overlaps this unit's compute
+    for (int64_t b : units_[u + 1].borrowed) prefetch(b);
+  }
   torch::Tensor y;
   {
     torch::NoGradGuard no_grad;
-    SHCBlock b = model_->block_list()[block];
-    y = b->forward(x);
+    AutocastCacheDisabled no_cache;
+    y = model_->run_unit(u, x);
   }
-  // Without autograd the block saved nothing; in evaluation there is no backward to keep for.
-  if (options_.reshard_after_forward || !torch::GradMode::is_enabled()) release(unit);
+  units_[u].held = keep_gathered;
+  release_after_use(u);
   return y;
 }
 
-torch::Tensor FullyShardedDataParallel::block_backward(int64_t block, const torch::Tensor& x,
-                                                       const torch::Tensor& grad_y,
-                                                       const torch::Tensor& rng_state,
-                                                       bool autocast) {
-  auto& unit = units_[1 + block];
-  gather(unit);
-  auto input = x.detach().requires_grad_(true);
+torch::Tensor FullyShardedDataParallel::unit_backward(int64_t u, const torch::Tensor& x,
+                                                      const torch::Tensor& grad_y,
+                                                      const torch::Tensor& rng_state,
+                                                      bool autocast) {
+  acquire(u);
+  if (u > 0) {
+    prefetch(u - 1);  // overlaps this unit's recompute and gradients
+    for (int64_t b : units_[u - 1].borrowed) prefetch(b);
+  }
+  const bool differentiable_input = x.is_floating_point();
+  auto input = differentiable_input ? x.detach().requires_grad_(true) : x;
   torch::Tensor y;
   {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    auto current = gen.get_state();
-    gen.set_state(rng_state);
+    ReplayedRandomness replay(x.device(), rng_state);
     torch::AutoGradMode grad_mode(true);
     AutocastScope cast(autocast, x.device().type());
-    SHCBlock b = model_->block_list()[block];
-    y = b->forward(input);
-    gen.set_state(current);
+    AutocastCacheDisabled no_cache;
+    y = model_->run_unit(u, input);
   }
-  std::vector<torch::Tensor> inputs{input};
-  inputs.insert(inputs.end(), unit.params.begin(), unit.params.end());
+  std::vector<torch::Tensor> inputs;
+  if (differentiable_input) inputs.push_back(input);
+  std::vector<int64_t> owners{u};
+  owners.insert(owners.end(), units_[u].borrowed.begin(), units_[u].borrowed.end());
+  for (int64_t o : owners)
+    inputs.insert(inputs.end(), units_[o].params.begin(), units_[o].params.end());
   auto grads = torch::autograd::grad({y}, inputs, {grad_y}, /*retain_graph=*/false,
                                      /*create_graph=*/false, /*allow_unused=*/true);
-  reduce_gradients(1 + block, std::vector<torch::Tensor>(grads.begin() + 1, grads.end()));
-  release(unit);
-  return grads[0];
+  y = torch::Tensor();
+  // The previous unit's reduce-scatters ran during this unit's compute; waiting for them before
+  // queuing this unit's bounds the gradient buffers in flight to two units (FSDP2 does the same).
+  wait_for_reductions();
+  auto next = grads.begin() + (differentiable_input ? 1 : 0);
+  for (int64_t o : owners) {
+    const auto count = int64_t(units_[o].params.size());
+    reduce_gradients(o, std::vector<torch::Tensor>(next, next + count));
+    next += count;
+  }
+  units_[u].held = false;
+  release_after_use(u);
+  return differentiable_input ? grads[0] : torch::Tensor();
 }
 
 void FullyShardedDataParallel::finish_step() {
-  auto& outer = units_[0];
-  if (outer.full.defined()) {
-    std::vector<torch::Tensor> grads;
-    bool any = false;
-    for (auto& p : outer.params) {
-      grads.push_back(p.grad());
-      any |= p.grad().defined();
-      p.mutable_grad() = torch::Tensor();
-    }
-    if (any) reduce_gradients(0, grads);
-    release(outer);
-  }
+  wait_for_reductions();
   if (replica_comm_) {
     for (auto& shard : shards_) {
-      if (!shard.grad().defined()) shard.mutable_grad() = torch::zeros_like(shard);
+      if (!shard.grad().defined()) {
+        shard.mutable_grad() = shard_comm_.zeros(shard.numel(), shard.scalar_type());
+      }
       replica_comm_->all_reduce(shard.mutable_grad(), ReduceOp::kAvg);
     }
   }
@@ -226,18 +290,22 @@ void FullyShardedDataParallel::finish_step() {
 void FullyShardedDataParallel::apply_weight_decay(double lr, double weight_decay) {
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < shards_.size(); ++i) {
-    shards_[i].sub_(shards_[i] * decay_masks_[i] * (lr * weight_decay));
+    for (const auto& [start, length] : decayed_runs_[i]) {
+      shards_[i].narrow(0, start, length).mul_(1 - lr * weight_decay);
+    }
   }
 }
 
 double FullyShardedDataParallel::clip_grad_norm(double max_norm) {
+  wait_for_reductions();
   torch::NoGradGuard no_grad;
-  auto sum = torch::zeros({1}, torch::kDouble);
+  auto local = torch::zeros({}, torch::dtype(torch::kDouble).device(shard_comm_.device()));
   for (const auto& s : shards_) {
-    if (s.grad().defined()) sum += s.grad().to(torch::kDouble).pow(2).sum();
+    if (s.grad().defined()) local += s.grad().to(torch::kDouble).pow(2).sum();
   }
-  shard_comm_.all_reduce(sum, ReduceOp::kSum);  // shards are disjoint within the group
-  const double norm = std::sqrt(sum.item<double>());
+  // Shards are disjoint within the group.
+  const double norm =
+      std::sqrt(shard_comm_.all_reduce_scalar(local.item<double>(), ReduceOp::kSum));
   if (max_norm > 0 && std::isfinite(norm)) {
     // As torch::nn::utils::clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
     const double scale = max_norm / (norm + 1e-6);
@@ -251,25 +319,27 @@ double FullyShardedDataParallel::clip_grad_norm(double max_norm) {
 }
 
 void FullyShardedDataParallel::zero_grad() {
+  wait_for_reductions();
   for (auto& s : shards_) {
     if (s.grad().defined()) {
       s.mutable_grad().zero_();
     } else {
-      s.mutable_grad() = torch::zeros_like(s);
+      s.mutable_grad() = shard_comm_.zeros(s.numel(), s.scalar_type());
     }
   }
 }
 
-std::vector<torch::Tensor> FullyShardedDataParallel::full_parameters() {
-  std::map<const void*, torch::Tensor> gathered;
-  for (auto& unit : units_) {
+NamedParameters FullyShardedDataParallel::full_parameters() {
+  NamedParameters out;
+  for (int64_t u = 0; u < num_units(); ++u) {
+    auto& unit = units_[u];
     const bool was_gathered = unit.full.defined();
-    gather(unit);
-    for (const auto& p : unit.params) gathered[p.unsafeGetTensorImpl()] = p.detach().clone();
+    gather_now(u);
+    for (size_t k = 0; k < unit.params.size(); ++k) {
+      out.emplace_back(unit.names[k], unit.params[k].detach().clone());
+    }
     if (!was_gathered) release(unit);
   }
-  std::vector<torch::Tensor> out;
-  for (const auto& p : model_->parameters()) out.push_back(gathered.at(p.unsafeGetTensorImpl()));
   return out;
 }
 
@@ -293,6 +363,12 @@ int64_t FullyShardedDataParallel::total_numel() const {
 int64_t FullyShardedDataParallel::total_padded_numel() const {
   int64_t n = 0;
   for (const auto& u : units_) n += u.padded;
+  return n;
+}
+
+int64_t FullyShardedDataParallel::largest_unit_numel() const {
+  int64_t n = 0;
+  for (const auto& u : units_) n = std::max(n, u.numel);
   return n;
 }
 

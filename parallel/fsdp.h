@@ -1,12 +1,21 @@
-// Fully sharded data parallelism (SPEC §5; ZeRO-3, Rajbhandari et al. 2020): each unit of the
-// model — the outer unit (embedding, tied LM head, stream reduction, final norm) and every block —
-// keeps only a flat 1/N shard of its parameters, gradients and optimizer state on each of the N
-// ranks of its shard group. A block's parameters are all-gathered right before it runs and freed
-// right after; the block runs without saving activations, and its backward re-gathers the
-// parameters, recomputes the block under autograd and reduce-scatters the parameter gradients
-// (a torch::autograd::Function per block). With reshard_after_forward = false (ZeRO-2) the
-// gathered parameters stay until the block's backward, saving the second all-gather. The outer
-// unit is used at both ends of the model, so it stays gathered for the whole optimizer step.
+// Fully sharded data parallelism (SPEC §5; ZeRO-3, Rajbhandari et al. 2020; PyTorch FSDP2): a
+// model given as a sequence of units (parallel/sharded_model.h: the embedding, each block, the
+// head) keeps only a flat 1/N shard of each unit's parameters, gradients and optimizer state on
+// each of the N ranks of its shard group. A unit is all-gathered right before it runs and freed
+// right after; it runs without saving activations, and its backward re-gathers it, recomputes it
+// under autograd and reduce-scatters its gradients (a torch::autograd::Function per unit). With
+// reshard_after_forward = false (ZeRO-2) a unit stays gathered from its forward until its
+// backward, which then needs no all-gather. A unit that borrows another's parameters (a tied LM
+// head) gathers that unit too and reduces its gradient for them into that unit's shard.
+//
+// Overlap: all collectives run on a communication thread (parallel/communication_thread.h) with
+// its own communicator: the next unit's all-gather is issued before the current unit computes
+// (forward and backward), and a unit's reduce-scatter runs while the previous unit's backward
+// computes. At most the running unit, the prefetched one and what they borrow are gathered.
+//
+// Initialisation: built from a ShardedModelBuilder, the model is constructed unit by unit and each
+// unit is sharded and freed before the next exists, so no rank ever holds the whole model.
+//
 // Hybrid sharding: shard within groups, and average the shards' gradients across the groups
 // holding the same shard (replica communicator).
 #pragma once
@@ -14,10 +23,14 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
-#include "core/transformer.h"
+#include "parallel/communication_thread.h"
 #include "parallel/communicator.h"
+#include "parallel/sharded_model.h"
 
 namespace shc::parallel {
 
@@ -27,76 +40,104 @@ class FullyShardedDataParallel {
     bool reshard_after_forward = true;  // false = ZeRO-2
   };
 
-  // Shards `model` in place: afterwards its own parameter tensors are empty except while a unit is
-  // gathered. `shard_comm` holds the ranks sharing one copy; `replica_comm` (may be null) the
-  // ranks holding the same shard in the other groups. Both must outlive this object and serve
-  // only the calling thread.
-  FullyShardedDataParallel(SHCTransformer model, Communicator& shard_comm,
+  // Shards a built model in place: afterwards its parameter tensors are empty except while their
+  // unit is gathered. Every rank starts from rank 0's values. `shard_comm` holds the ranks sharing
+  // one copy; `replica_comm` (may be null) the ranks holding the same shard in the other groups.
+  // Both must outlive this object and serve only the calling thread.
+  FullyShardedDataParallel(std::shared_ptr<ShardedModel> model, Communicator& shard_comm,
+                           Communicator* replica_comm, Options options);
+  // Builds the model unit by unit and shards each unit as soon as it exists: a rank's memory grows
+  // by its shards plus about one unit. The builder must produce the same values on every rank (a
+  // seeded construction); nothing is broadcast.
+  FullyShardedDataParallel(const ShardedModelBuilder& build, Communicator& shard_comm,
                            Communicator* replica_comm, Options options);
   ~FullyShardedDataParallel();
   FullyShardedDataParallel(const FullyShardedDataParallel&) = delete;
   FullyShardedDataParallel& operator=(const FullyShardedDataParallel&) = delete;
 
-  // Gathers the outer unit: call before the first micro-batch of a step (or an evaluation).
-  void begin_step();
-  // Mean next-token loss of one micro-batch, computed unit by unit (needs begin_step()).
+  // The last unit's output (logits), computed unit by unit. Under grad mode its backward
+  // reduce-scatters every unit's gradients into the shards' .grad (asynchronously: call
+  // finish_step() before reading them).
+  torch::Tensor forward(const torch::Tensor& ids);
+  // Mean next-token loss of one micro-batch (core next_token_loss on forward(ids)).
   torch::Tensor loss(const torch::Tensor& ids);
-  // After the last backward of a step: reduce-scatters the outer unit's gradients, averages every
-  // shard gradient across replicas and frees the outer unit.
+  // After the last backward of a step: waits for the reduce-scatters and averages every shard
+  // gradient across replicas.
   void finish_step();
-  // Frees the outer unit after forward-only use (evaluation under NoGradGuard).
-  void end_evaluation();
 
   // The flat shards (in the model's dtype, fp32 normally) the optimizer updates, with their .grad
   // (one per unit).
   const std::vector<torch::Tensor>& shards() const { return shards_; }
-  // Per shard: 1 where the element belongs to a decayed matrix ("*weight", >= 2 dims), else 0.
-  // AdamW's decoupled decay must be applied with it (apply_weight_decay), the optimizer's own
-  // weight_decay left at 0, because one flat shard mixes decayed and undecayed parameters.
+  // AdamW's decoupled weight decay, p *= 1 - lr * weight_decay on the elements of decayed
+  // matrices ("*weight", >= 2 dims): the optimizer's own weight_decay must be left at 0, because
+  // one flat shard mixes decayed and undecayed parameters.
   void apply_weight_decay(double lr, double weight_decay);
   // Global L2 norm of the gradient over all shards; scales the gradients to max_norm if larger
   // (max_norm <= 0: no clipping). Same value on every rank.
   double clip_grad_norm(double max_norm);
   void zero_grad();
 
-  // The full parameters, gathered unit by unit, in the order of model->parameters() (clones; for
-  // tests and exporting).
-  std::vector<torch::Tensor> full_parameters();
+  // The full parameters with their names, gathered unit by unit, in unit order (clones; for tests
+  // and exporting).
+  NamedParameters full_parameters();
+  ShardedModel& model() { return *model_; }
 
   // Bytes this rank keeps between steps for parameters and gradients (shards incl. padding).
   int64_t persistent_parameter_and_gradient_bytes() const;
   // Elements of every unit before padding, and after padding to a multiple of the group size.
   int64_t total_numel() const;
   int64_t total_padded_numel() const;
+  // Elements of the largest unit (before padding).
+  int64_t largest_unit_numel() const;
   int64_t num_units() const { return int64_t(units_.size()); }
 
-  // Used by the per-block autograd function.
-  torch::Tensor block_forward(int64_t block, const torch::Tensor& x);
-  torch::Tensor block_backward(int64_t block, const torch::Tensor& x, const torch::Tensor& grad_y,
-                               const torch::Tensor& rng_state, bool autocast);
+  // Used by the per-unit autograd function.
+  torch::Tensor unit_forward(int64_t u, const torch::Tensor& x, bool keep_gathered);
+  torch::Tensor unit_backward(int64_t u, const torch::Tensor& x, const torch::Tensor& grad_y,
+                              const torch::Tensor& rng_state, bool autocast);
 
  private:
   struct Unit {
     std::vector<torch::Tensor> params;  // the model's parameter variables
+    std::vector<std::string> names;
     std::vector<std::vector<int64_t>> shapes;
-    std::vector<int64_t> numels;
-    std::vector<int64_t> offsets;
+    std::vector<int64_t> offsets, numels;
+    std::vector<int64_t> borrowed;  // units whose parameters this one uses too
     int64_t numel = 0, padded = 0;
     torch::Dtype dtype = torch::kFloat;
-    torch::Tensor full;  // gathered flat parameters; undefined while freed
+    torch::Tensor full;                     // gathered flat parameters; undefined while freed
+    CommunicationThread::Handle gathering;  // valid while the all-gather of `full` is in flight
+    bool held = false;                      // ZeRO-2: gathered from forward until backward
   };
-  void gather(Unit& unit);
+  FullyShardedDataParallel(const ShardedModelBuilder& build, Communicator& shard_comm,
+                           Communicator* replica_comm, Options options, bool from_rank0);
+  // Takes this rank's shard of unit u's `parameters` (rank 0's values when `from_rank0`) and
+  // frees them.
+  void shard_unit(int64_t u, const NamedParameters& parameters, bool from_rank0);
+  // Queues the all-gather of unit u unless it is gathered or being gathered.
+  void prefetch(int64_t u);
+  // Unit u gathered and in the model's parameters.
+  void gather_now(int64_t u);
+  // Unit u and what it borrows gathered.
+  void acquire(int64_t u);
+  // Frees unit u and what it borrows, except units held for their backward (ZeRO-2).
+  void release_after_use(int64_t u);
   void release(Unit& unit);
-  // Flattens the gradients of `grads` (one per parameter, undefined = zero), reduce-scatters them
-  // (mean over the shard group) and adds the result to shard `index`'s gradient.
-  void reduce_gradients(int64_t index, const std::vector<torch::Tensor>& grads);
+  // Flattens `grads` (one per parameter of unit `owner`, undefined = zero) and queues their
+  // reduce-scatter (mean over the shard group), added to shard `owner`'s gradient.
+  void reduce_gradients(int64_t owner, const std::vector<torch::Tensor>& grads);
+  void wait_for_reductions();
 
-  SHCTransformer model_;
+  std::shared_ptr<ShardedModel> model_;
   Communicator& shard_comm_;
   Communicator* replica_comm_;
   Options options_;
-  std::vector<Unit> units_;  // 0 = outer unit, 1 + i = block i
-  std::vector<torch::Tensor> shards_, decay_masks_;
+  std::vector<Unit> units_;
+  std::vector<torch::Tensor> shards_;
+  // Per shard: the (start, length) runs of elements that belong to decayed matrices.
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> decayed_runs_;
+  std::unique_ptr<CommunicationThread> comm_thread_;
+  std::vector<CommunicationThread::Handle> reductions_;  // queued reduce-scatters of this step
 };
 
 }  // namespace shc::parallel

@@ -11,11 +11,15 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <map>
+#include <string>
+
 #include "jobs/trainer.h"
 #include "parallel/communicator.h"
 #include "parallel/ddp.h"
 #include "parallel/fsdp.h"
 #include "parallel/runtime.h"
+#include "parallel/transformer_units.h"
 #include "tests/test_model_config.h"
 
 namespace shc {
@@ -31,7 +35,7 @@ torch::Tensor global_batch(int64_t step) {
 
 struct Run {
   std::vector<double> losses;
-  std::vector<torch::Tensor> params;
+  parallel::NamedParameters params;
 };
 
 enum class Strategy { kSingle, kDDP, kFSDP, kZeRO2, kHybrid };
@@ -62,7 +66,7 @@ Run train(Strategy strategy, parallel::Communicator* comm, int64_t micro, double
     shard_comm = comm->split(rank / group, rank);
     replica_comm = comm->split(rank % group, rank);
     fsdp = std::make_unique<parallel::FullyShardedDataParallel>(
-        model, *shard_comm, replica_comm.get(),
+        std::make_shared<parallel::TransformerUnits>(model), *shard_comm, replica_comm.get(),
         parallel::FullyShardedDataParallel::Options{strategy != Strategy::kZeRO2});
     opt = std::make_unique<torch::optim::AdamW>(
         fsdp->shards(),
@@ -77,7 +81,6 @@ Run train(Strategy strategy, parallel::Communicator* comm, int64_t micro, double
     double loss;
     if (fsdp) {
       fsdp->zero_grad();
-      fsdp->begin_step();
       loss = jobs::accumulate_gradients([&](const torch::Tensor& ids) { return fsdp->loss(ids); },
                                         batch, micro, precision);
       fsdp->finish_step();
@@ -114,7 +117,9 @@ Run train(Strategy strategy, parallel::Communicator* comm, int64_t micro, double
     EXPECT_LT(fsdp->total_padded_numel() - fsdp->total_numel(), fsdp->num_units() * n);
     for (const auto& p : model->parameters()) EXPECT_EQ(p.numel(), 0);
   } else {
-    for (const auto& p : model->parameters()) run.params.push_back(p.detach().clone());
+    for (const auto& item : model->named_parameters()) {
+      run.params.emplace_back(item.key(), item.value().detach().clone());
+    }
   }
   return run;
 }
@@ -126,12 +131,15 @@ void expect_same_losses(const Run& a, const Run& b, double rel) {
   }
 }
 
+// By name: FSDP lists the parameters unit by unit, a module in registration order.
 void expect_same_parameters(const Run& a, const Run& b, double rel) {
   ASSERT_EQ(a.params.size(), b.params.size());
-  for (size_t i = 0; i < a.params.size(); ++i) {
-    const double scale = b.params[i].abs().max().item<double>() + 1e-12;
-    EXPECT_LE((a.params[i] - b.params[i]).abs().max().item<double>() / scale, rel)
-        << "parameter " << i;
+  std::map<std::string, torch::Tensor> expected(b.params.begin(), b.params.end());
+  for (const auto& [name, value] : a.params) {
+    ASSERT_EQ(expected.count(name), 1u) << name;
+    const auto& want = expected.at(name);
+    const double scale = want.abs().max().item<double>() + 1e-12;
+    EXPECT_LE((value - want).abs().max().item<double>() / scale, rel) << name;
   }
 }
 

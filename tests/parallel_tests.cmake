@@ -108,3 +108,32 @@ add_test(NAME selftest_abort_path_np2
           --selftest.abort_path true)
 set_tests_properties(selftest_abort_path_np2 PROPERTIES
   ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 2)
+
+# FSDP's device rule, ZeRO-2/ZeRO-3 gathers and memory, bf16 memory, adaptive-rank recompute.
+add_executable(fsdp_test
+  ${CMAKE_CURRENT_LIST_DIR}/fsdp_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/parallel_test_main.cpp
+)
+target_link_libraries(fsdp_test PRIVATE shc_jobs shc_parallel GTest::gtest shc_warnings)
+add_test(NAME fsdp_test_np1 COMMAND fsdp_test)
+add_test(NAME fsdp_test_np2
+  COMMAND ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:fsdp_test>)
+add_test(NAME fsdp_test_np4
+  COMMAND ${SHC_MPIEXEC} --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4 $<TARGET_FILE:fsdp_test>)
+set_tests_properties(fsdp_test_np1 PROPERTIES ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300)
+set_tests_properties(fsdp_test_np2 PROPERTIES
+  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 2)
+set_tests_properties(fsdp_test_np4 PROPERTIES
+  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 4)
+
+# Sharded initialisation of the 1b preset: 2 ranks only (each builds the 1.68 B-parameter model
+# unit by unit, ~3.4 GB of shards per rank; 4 oversubscribed ranks would double the runtime).
+add_executable(fsdp_init_memory_test
+  ${CMAKE_CURRENT_LIST_DIR}/fsdp_init_memory_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/parallel_test_main.cpp
+)
+target_link_libraries(fsdp_init_memory_test PRIVATE shc_parallel GTest::gtest shc_warnings)
+add_test(NAME fsdp_init_memory_np2
+  COMMAND ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:fsdp_init_memory_test>)
+set_tests_properties(fsdp_init_memory_np2 PROPERTIES
+  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 2)
