@@ -250,6 +250,7 @@ TEST_F(FSDP, UnitByUnitConstructionEqualsOneProcess) {
       EXPECT_TRUE(torch::equal(value, *expected.find(name))) << name;
     }
     EXPECT_EQ(fsdp.total_numel(), whole->num_parameters());
+    EXPECT_EQ(fsdp.model().num_units(), cfg.n_layers + 2);
   }
 }
 
