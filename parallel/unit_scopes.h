@@ -25,10 +25,10 @@ class ReplayedRandomness {
   at::Tensor previous_;
 };
 
-// Autocast's weight cache off for the scope. The
-// cache keeps the low-precision cast of every leaf parameter it meets until autocast exits, i.e.
-// a bf16 copy of every gathered unit for the whole step, defeating the sharding (FSDP2 casts
-// parameters per unit for the same reason).
+// Autocast's weight cache off for the scope. The cache keeps the low-precision cast of leaf
+// parameters until autocast exits: for gathered units, a bf16 copy of every unit for the whole
+// forward, defeating the sharding. Whether it caches a parameter whose data FSDP swaps in and out
+// is a heuristic of ATen's (LibTorch 2.11 happens not to); off, it never does.
 class AutocastCacheDisabled {
  public:
   AutocastCacheDisabled();

@@ -4,6 +4,7 @@
 //   came from the communicator's buffer helpers (a CheckingCommunicator records them).
 // - ZeRO-2 vs ZeRO-3: all-gathers per step and peak bytes of a step.
 // - bf16 does not keep a bf16 copy of every gathered unit: its peak is not above fp32's.
+// - The communication thread keeps queue order and passes exceptions on.
 // - With adaptive rank (random Gumbel noise inside every block) the backward recompute replays the
 //   forward's random numbers without deadlocking on the generator: FSDP gradients equal plain
 //   autograd's averaged over the ranks.
@@ -11,9 +12,11 @@
 #include <torch/torch.h>
 
 #include <map>
+#include <stdexcept>
 #include <string>
 
 #include "jobs/trainer.h"
+#include "parallel/communication_thread.h"
 #include "parallel/communicator.h"
 #include "parallel/fsdp.h"
 #include "parallel/transformer_units.h"
@@ -250,7 +253,29 @@ TEST_F(FSDP, UnitByUnitConstructionEqualsOneProcess) {
       EXPECT_TRUE(torch::equal(value, *expected.find(name))) << name;
     }
     EXPECT_EQ(fsdp.total_numel(), whole->num_parameters());
+    EXPECT_EQ(fsdp.model().num_units(), cfg.n_layers + 2);
   }
+}
+
+// The communication thread issues ops in queue order (each op's result depends on the previous
+// one's) and hands an op's exception to the caller's wait(), going on with the next op.
+TEST_F(FSDP, CommunicationThreadIssuesInQueueOrderAndRethrows) {
+  parallel::CommunicationThread thread(comm_->split(0, comm_->rank()));
+  const auto value = comm_->zeros(1, torch::kDouble);
+  std::vector<parallel::CommunicationThread::Handle> handles;
+  for (int i = 1; i <= 4; ++i) {
+    handles.push_back(thread.submit({value}, [value, i](parallel::Communicator& comm) {
+      value.mul_(2).add_(i);
+      comm.all_reduce(value, parallel::ReduceOp::kAvg);
+    }));
+  }
+  auto failing =
+      thread.submit({}, [](parallel::Communicator&) { throw std::runtime_error("failed op"); });
+  auto after = thread.submit({value}, [value](parallel::Communicator&) { value.add_(100); });
+  for (const auto& h : handles) h.wait();
+  EXPECT_THROW(failing.wait(), std::runtime_error);
+  after.wait();
+  EXPECT_EQ(value.item<double>(), 126);  // ((1 * 2 + 2) * 2 + 3) * 2 + 4, then + 100
 }
 
 }  // namespace
