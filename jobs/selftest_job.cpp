@@ -7,7 +7,8 @@
 //                       (the device rule; CheckingCommunicator)
 //   error_propagation   an exception on DDP's communication thread reaches the training thread
 //   stream_handoff      (GPU) a buffer still being written on the compute stream is reduced on the
-//                       side stream only after the writes, and read back only after the reduction
+//                       communication thread's side stream only after the writes, and read back
+//                       only after the reduction
 // It prints one PASS/FAIL line per check (rank 0, stdout; a failing rank also prints its reason
 // on stderr) and exits 1 if any check failed on any rank. A check that leaves one rank inside a
 // collective ends the job through the watchdog (exit 5, --parallel.timeout_s).
@@ -28,10 +29,10 @@
 #include "core/transformer.h"
 #include "jobs/job.h"
 #include "parallel/checking_communicator.h"
+#include "parallel/communication_thread.h"
 #include "parallel/communicator.h"
 #include "parallel/ddp.h"
 #include "parallel/runtime.h"
-#include "parallel/stream_handoff.h"
 
 namespace shc::jobs {
 namespace {
@@ -170,16 +171,14 @@ void check_error_propagation(Communicator& comm, Findings& f) {
 }
 
 void check_stream_handoff(Communicator& comm, Findings& f) {
-  auto handoff = parallel::make_stream_handoff(comm.device(), 1);
+  parallel::CommunicationThread thread(comm.split(0, comm.rank()));
   auto buffer = comm.zeros(1 << 20, torch::kFloat);
   // Enough work queued on the compute stream that an unordered reduction would read zeros: x
   // stays 1/1024 everywhere through every product.
   auto x = torch::full({1024, 1024}, 1.0f / 1024, torch::TensorOptions().device(comm.device()));
   for (int i = 0; i < 50; ++i) x = torch::matmul(x, x);
   buffer.copy_(x.reshape({-1}) + 1.0f);  // every element 1 + 1/1024
-  handoff->produced(0);
-  handoff->communicate(0, [&] { comm.all_reduce(buffer); });
-  handoff->consumed(0);
+  thread.submit({buffer}, [&](Communicator& side) { side.all_reduce(buffer); }).wait();
   const double expected = comm.size() * (1.0 + 1.0 / 1024);
   const double error = (buffer.to(torch::kDouble) - expected).abs().max().item<double>();
   f.expect(error < 1e-5, "reduced buffer is off by " + std::to_string(error));

@@ -215,8 +215,6 @@ class TrainJob : public Job {
 
     auto comm = parallel::make_communicator(vm["parallel.backend"].as<std::string>(), device,
                                             {vm["parallel.timeout_s"].as<double>()});
-    // The DDP communication thread gets a group of its own: a communicator serves one thread.
-    auto grad_comm = comm->split(0, rank);
 
     data::LoaderOptions train_opts;
     train_opts.files = shard_files(vm["data.train"].as<std::string>());
@@ -235,24 +233,6 @@ class TrainJob : public Job {
       val_data = std::make_unique<data::Loader>(val_opts);
     }
 
-    torch::manual_seed(seed);
-    SHCTransformer model(cfg);
-    model->to(device);
-    const int64_t param_bytes = model->num_parameters() * 4;  // fp32 master weights
-    BOOST_LOG_TRIVIAL(info) << cfg.summary() << ": " << model->num_parameters() << " parameters; "
-                            << train_data.sequences_per_epoch() << " training sequences of "
-                            << seq_len + 1 << " tokens; " << world << " rank(s), "
-                            << comm->backend() << " backend, device " << device.str() << ", "
-                            << torch::get_num_threads() << " thread(s) per rank";
-    if (root) {
-      // Parameters, gradients and AdamW's two moments: all on every rank (ddp), or a 1/g share
-      // plus the gathered units (the outer unit and one block) while they run (fsdp/hybrid).
-      const int64_t share = 4 * param_bytes / (sharded ? shard_group : 1);
-      BOOST_LOG_TRIVIAL(info) << "memory per rank (" << strategy << "): parameters + gradients + "
-                              << "optimizer = " << (share >> 20) << " MiB"
-                              << (sharded ? " (plus padding and the gathered units)" : "")
-                              << ", plus activations";
-    }
     AdamWSettings adamw;
     adamw.lr = vm["train.lr"].as<double>();
     adamw.weight_decay = vm["train.weight_decay"].as<double>();
@@ -262,13 +242,18 @@ class TrainJob : public Job {
     std::unique_ptr<parallel::Communicator> shard_comm, replica_comm;
     std::unique_ptr<parallel::FullyShardedDataParallel> fsdp;
     std::unique_ptr<torch::optim::Optimizer> optimizer;
+    SHCTransformer model{nullptr};
+    torch::manual_seed(seed);
     if (sharded) {
       shard_comm = comm->split(rank / shard_group, rank);
       replica_comm = comm->split(rank % shard_group, rank);
+      // Built unit by unit, each unit sharded as soon as it exists: no rank ever holds the whole
+      // model, and the values are those of SHCTransformer(cfg) after the same manual_seed.
       fsdp = std::make_unique<parallel::FullyShardedDataParallel>(
-          std::make_shared<parallel::TransformerUnits>(model), *shard_comm, replica_comm.get(),
+          parallel::TransformerUnits::builder(cfg), *shard_comm, replica_comm.get(),
           parallel::FullyShardedDataParallel::Options{
               vm["parallel.reshard_after_forward"].as<bool>()});
+      model = static_cast<parallel::TransformerUnits&>(fsdp->model()).model();
       // Decoupled weight decay is applied by fsdp->apply_weight_decay (a shard mixes parameters
       // with and without decay), so the optimizer's own is 0.
       optimizer = std::make_unique<torch::optim::AdamW>(fsdp->shards(),
@@ -277,12 +262,29 @@ class TrainJob : public Job {
                                                             .eps(adamw.eps)
                                                             .weight_decay(0.0));
     } else {
+      model = SHCTransformer(cfg);
+      model->to(device);
       if (world > 1) {
         ddp = std::make_unique<parallel::DistributedDataParallel>(
-            model->parameters(), *grad_comm, vm["parallel.bucket_mb"].as<double>());
+            model->parameters(), *comm, vm["parallel.bucket_mb"].as<double>());
         ddp->broadcast_parameters(0);
       }
       optimizer = make_adamw(*model, adamw);
+    }
+    const int64_t num_parameters = fsdp ? fsdp->total_numel() : model->num_parameters();
+    BOOST_LOG_TRIVIAL(info) << cfg.summary() << ": " << num_parameters << " parameters; "
+                            << train_data.sequences_per_epoch() << " training sequences of "
+                            << seq_len + 1 << " tokens; " << world << " rank(s), "
+                            << comm->backend() << " backend, device " << device.str() << ", "
+                            << torch::get_num_threads() << " thread(s) per rank";
+    if (root) {
+      // fp32 parameters, gradients and AdamW's two moments: all on every rank (ddp), or a 1/g
+      // share plus the units gathered while they run (fsdp/hybrid).
+      const int64_t share = 16 * num_parameters / (sharded ? shard_group : 1);
+      BOOST_LOG_TRIVIAL(info) << "memory per rank (" << strategy << "): parameters + gradients + "
+                              << "optimizer = " << (share >> 20) << " MiB"
+                              << (sharded ? " (plus padding and the gathered units)" : "")
+                              << ", plus activations";
     }
     MicroBatchLoss loss_of = [&](const torch::Tensor& ids) {
       return fsdp ? fsdp->loss(ids) : model->forward(ids, ids);

@@ -1,5 +1,7 @@
 #include "parallel/communication_thread.h"
 
+#include <chrono>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 
@@ -20,6 +22,17 @@ struct CommunicationThread::StreamHandOff {
 #else
 struct CommunicationThread::StreamHandOff {};
 #endif
+
+struct CommunicationThread::Timers {
+  std::mutex mutex;
+  double busy = 0, waited = 0;
+  void add(double& counter, std::chrono::steady_clock::time_point since) {
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+    std::lock_guard<std::mutex> lock(mutex);
+    counter += seconds;
+  }
+};
 
 namespace {
 
@@ -65,6 +78,9 @@ class SideStream {
 }  // namespace
 
 void CommunicationThread::Handle::wait() const {
+  const auto start = std::chrono::steady_clock::now();
+  issued_.wait();
+  timers_->add(timers_->waited, start);
   issued_.get();
 #ifdef SHC_WITH_NCCL
   if (hand_off_) hand_off_->done.block(c10::cuda::getCurrentCUDAStream(hand_off_->device));
@@ -72,7 +88,22 @@ void CommunicationThread::Handle::wait() const {
 }
 
 CommunicationThread::CommunicationThread(std::unique_ptr<Communicator> comm)
-    : comm_(std::move(comm)), thread_([this] { loop(); }) {}
+    : comm_(std::move(comm)), timers_(std::make_shared<Timers>()), thread_([this] { loop(); }) {}
+
+double CommunicationThread::busy_seconds() const {
+  std::lock_guard<std::mutex> lock(timers_->mutex);
+  return timers_->busy;
+}
+
+double CommunicationThread::waited_seconds() const {
+  std::lock_guard<std::mutex> lock(timers_->mutex);
+  return timers_->waited;
+}
+
+void CommunicationThread::reset_timers() {
+  std::lock_guard<std::mutex> lock(timers_->mutex);
+  timers_->busy = timers_->waited = 0;
+}
 
 CommunicationThread::~CommunicationThread() {
   {
@@ -96,6 +127,7 @@ CommunicationThread::Handle CommunicationThread::submit(std::vector<at::Tensor> 
   Handle handle;
   handle.issued_ = task.issued.get_future().share();
   handle.hand_off_ = task.hand_off;
+  handle.timers_ = timers_;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     queue_.push_back(std::move(task));
@@ -125,11 +157,18 @@ void CommunicationThread::loop() {
       task = std::move(queue_.front());
       queue_.pop_front();
     }
+    if (failure_) {
+      task.issued.set_exception(failure_);
+      continue;
+    }
     try {
+      const auto start = std::chrono::steady_clock::now();
       side.run(task.buffers, task.op, *comm_, task.hand_off.get());
+      timers_->add(timers_->busy, start);
       task.issued.set_value();
     } catch (...) {
-      task.issued.set_exception(std::current_exception());
+      failure_ = std::current_exception();
+      task.issued.set_exception(failure_);
     }
   }
 }

@@ -1,8 +1,10 @@
-// The communication of a sharded runtime (SPEC §5; the separate all-gather and reduce-scatter
-// streams of FSDP2): a thread that issues queued collectives one after the other on a
+// The communication of DDP and FSDP (SPEC §5; c10d's reducer thread, FSDP2's all-gather and
+// reduce-scatter streams): a thread that issues queued collectives one after the other on a
 // communicator of its own, while the thread that queued them computes. Every rank queues the same
 // collectives in the same order and the thread issues them in that order (FIFO), which is what a
-// Communicator requires; it serves this thread only.
+// Communicator requires; it serves this thread only. Once an op has thrown, the thread's group may
+// be out of step with its peers, so it issues nothing more: every later op fails with the first
+// one's exception (DDP and FSDP rethrow it on the training thread; the job then ends, abort.h).
 //
 // On a CUDA communicator the thread issues on a side stream: an op first waits for an event that
 // submit() recorded on the caller's current stream (its inputs are written), and Handle::wait()
@@ -16,6 +18,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <future>
 #include <memory>
@@ -30,6 +33,7 @@ namespace shc::parallel {
 class CommunicationThread {
  public:
   struct StreamHandOff;  // the CUDA events of one op (a CUDA communicator only)
+  struct Timers;         // busy and waited seconds
 
   class Handle {
    public:
@@ -42,6 +46,7 @@ class CommunicationThread {
     friend class CommunicationThread;
     std::shared_future<void> issued_;
     std::shared_ptr<StreamHandOff> hand_off_;
+    std::shared_ptr<Timers> timers_;
   };
   using Op = std::function<void(Communicator&)>;
 
@@ -55,6 +60,13 @@ class CommunicationThread {
   // Queues `op` after every op queued before. `buffers`: the tensors it reads or writes.
   Handle submit(std::vector<at::Tensor> buffers, Op op);
 
+  // Seconds the thread spent issuing ops (on the CPU: the collectives themselves), and seconds
+  // callers spent blocked in Handle::wait(): 1 - waited / busy is the share of communication
+  // hidden behind computation. On GPUs both are host times (issuing, not the kernels).
+  double busy_seconds() const;
+  double waited_seconds() const;
+  void reset_timers();
+
  private:
   struct Task {
     std::vector<at::Tensor> buffers;
@@ -65,10 +77,12 @@ class CommunicationThread {
   void loop();
 
   std::unique_ptr<Communicator> comm_;
+  std::shared_ptr<Timers> timers_;
   std::mutex mutex_;
   std::condition_variable queued_;
   std::deque<Task> queue_;
   bool stop_ = false;
+  std::exception_ptr failure_;  // the first op's exception; touched by the thread only
   std::thread thread_;
 };
 

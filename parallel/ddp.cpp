@@ -2,21 +2,14 @@
 
 #include <torch/torch.h>
 
-#include <chrono>
 #include <stdexcept>
 #include <string>
 
 namespace shc::parallel {
 
-namespace {
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-}  // namespace
-
 DistributedDataParallel::DistributedDataParallel(std::vector<torch::Tensor> parameters,
                                                  Communicator& comm, double bucket_mb)
-    : parameters_(std::move(parameters)), comm_(comm) {
+    : parameters_(std::move(parameters)), comm_(comm), thread_(comm.split(0, comm.rank())) {
   TORCH_CHECK(bucket_mb > 0, "parallel.bucket_mb must be positive");
   const double bucket_bytes = bucket_mb * 1024.0 * 1024.0;
   bucket_of_.resize(parameters_.size());
@@ -50,21 +43,13 @@ DistributedDataParallel::DistributedDataParallel(std::vector<torch::Tensor> para
     b.flat = comm_.empty(b.offsets.back() + last.numel(), last.scalar_type());
     b.pending = b.params.size();
   }
-  handoff_ = make_stream_handoff(comm_.device(), buckets_.size());
   for (size_t k = 0; k < parameters_.size(); ++k) {
     hooks_.push_back(parameters_[k].register_hook(
         [this, k](const torch::Tensor& grad) { on_gradient(k, grad); }));
   }
-  thread_ = std::thread([this] { communication_loop(); });
 }
 
 DistributedDataParallel::~DistributedDataParallel() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
-  }
-  queue_cv_.notify_all();
-  thread_.join();
   for (size_t k = 0; k < parameters_.size(); ++k) parameters_[k].remove_hook(hooks_[k]);
 }
 
@@ -96,59 +81,25 @@ void DistributedDataParallel::on_gradient(size_t k, const torch::Tensor& grad) {
     }
   }
   std::lock_guard<std::mutex> lock(mutex_);
-  if (--b.pending == 0) {
-    handoff_->produced(bucket_of_[k]);
-    launch_ready();
-  }
+  if (--b.pending == 0) launch_ready();
 }
 
 void DistributedDataParallel::launch_ready() {
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
-    queue_.push_back(next_launch_++);
-  }
-  queue_cv_.notify_one();
-}
-
-void DistributedDataParallel::communication_loop() {
-  for (;;) {
-    size_t bucket;
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      queue_cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;
-      bucket = queue_.front();
-      queue_.pop_front();
-    }
-    const auto start = std::chrono::steady_clock::now();
-    try {
-      handoff_->communicate(bucket,
-                            [&] { comm_.all_reduce(buckets_[bucket].flat, ReduceOp::kAvg); });
-    } catch (...) {
-      // This thread's group is now out of step with the peers': it reduces nothing more.
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        failure_ = std::current_exception();
-      }
-      done_cv_.notify_all();
-      return;
-    }
-    const double seconds = seconds_since(start);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      comm_seconds_ += seconds;
-      buckets_[bucket].done = true;
-    }
-    done_cv_.notify_all();
+    Bucket& b = buckets_[next_launch_++];
+    // Submitted from the thread that wrote the bucket, so that on a GPU the side stream waits for
+    // the kernels that wrote it.
+    b.reduced = thread_.submit(
+        {b.flat}, [flat = b.flat](Communicator& comm) { comm.all_reduce(flat, ReduceOp::kAvg); });
   }
 }
 
 void DistributedDataParallel::finish_gradient_sync() {
-  const auto start = std::chrono::steady_clock::now();
   {
     std::unique_lock<std::mutex> lock(mutex_);
     // The backward is over, so .grad holds every gradient of this step: a bucket still waiting
-    // for one (an unused parameter) is filled from .grad, then it and all after it are queued in
-    // order.
+    // for one (an unused parameter) is filled from .grad, then it and all after it are submitted
+    // in order.
     for (size_t i = next_launch_; i < buckets_.size(); ++i) {
       auto& b = buckets_[i];
       if (b.pending == 0) continue;
@@ -162,24 +113,14 @@ void DistributedDataParallel::finish_gradient_sync() {
           slice.zero_();
         }
       }
-      handoff_->produced(i);
       b.pending = 0;
     }
     launch_ready();
-    done_cv_.wait(lock, [this] {
-      if (failure_) return true;
-      for (const auto& b : buckets_) {
-        if (!b.done) return false;
-      }
-      return true;
-    });
-    if (failure_) std::rethrow_exception(failure_);
   }
-  wait_seconds_ += seconds_since(start);
+  // In bucket order; rethrows the communication thread's exception.
+  for (auto& b : buckets_) b.reduced.wait();
   torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < buckets_.size(); ++i) {
-    auto& b = buckets_[i];
-    handoff_->consumed(i);
+  for (auto& b : buckets_) {
     for (size_t s = 0; s < b.params.size(); ++s) {
       auto& p = parameters_[b.params[s]];
       auto reduced = b.flat.narrow(0, b.offsets[s], p.numel()).view_as(p);
@@ -190,7 +131,7 @@ void DistributedDataParallel::finish_gradient_sync() {
       }
     }
     b.pending = b.params.size();
-    b.done = false;
+    b.reduced = {};
   }
   next_launch_ = 0;
 }

@@ -82,6 +82,12 @@ class FullyShardedDataParallel {
   NamedParameters full_parameters();
   ShardedModel& model() { return *model_; }
 
+  // Seconds the communication thread spent in collectives, and seconds the training thread waited
+  // for them: 1 - wait / comm is the share of communication hidden behind computation.
+  double comm_seconds() const { return comm_thread_->busy_seconds(); }
+  double wait_seconds() const { return comm_thread_->waited_seconds(); }
+  void reset_timers() { comm_thread_->reset_timers(); }
+
   // Bytes this rank keeps between steps for parameters and gradients (shards incl. padding).
   int64_t persistent_parameter_and_gradient_bytes() const;
   // Elements of every unit before padding, and after padding to a multiple of the group size.

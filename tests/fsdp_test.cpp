@@ -16,11 +16,11 @@
 #include <string>
 
 #include "jobs/trainer.h"
+#include "parallel/checking_communicator.h"
 #include "parallel/communication_thread.h"
 #include "parallel/communicator.h"
 #include "parallel/fsdp.h"
 #include "parallel/transformer_units.h"
-#include "tests/checking_communicator.h"
 #include "tests/counting_allocator.h"
 #include "tests/test_model_config.h"
 
@@ -77,7 +77,7 @@ double gradient_step(FullyShardedDataParallel& fsdp, parallel::Communicator& com
 class FSDP : public ::testing::Test {
  protected:
   void SetUp() override {
-    comm_ = std::make_unique<test::CheckingCommunicator>(
+    comm_ = std::make_unique<parallel::CheckingCommunicator>(
         parallel::make_communicator("mpi", torch::kCPU));
     plain_ = parallel::make_communicator("mpi", torch::kCPU);
   }
@@ -88,7 +88,7 @@ class FSDP : public ::testing::Test {
   // Shard groups of 2 on 4 ranks, else of the whole world.
   int hybrid_group() const { return comm_->size() >= 4 ? 2 : comm_->size(); }
 
-  std::unique_ptr<test::CheckingCommunicator> comm_;
+  std::unique_ptr<parallel::CheckingCommunicator> comm_;
   std::unique_ptr<parallel::Communicator> plain_;
 };
 
@@ -124,7 +124,7 @@ void second_step(parallel::Communicator& comm, const ModelConfig& cfg, const tor
   measure([&] { gradient_step(*sharded.fsdp, comm, batch, precision); });
 }
 
-StepFigures measure_step(test::CheckingCommunicator& checking, parallel::Communicator& plain,
+StepFigures measure_step(parallel::CheckingCommunicator& checking, parallel::Communicator& plain,
                          const ModelConfig& cfg, const torch::Tensor& batch, bool zero2,
                          jobs::Precision precision) {
   StepFigures figures;
@@ -258,8 +258,9 @@ TEST_F(FSDP, UnitByUnitConstructionEqualsOneProcess) {
 }
 
 // The communication thread issues ops in queue order (each op's result depends on the previous
-// one's) and hands an op's exception to the caller's wait(), going on with the next op.
-TEST_F(FSDP, CommunicationThreadIssuesInQueueOrderAndRethrows) {
+// one's), hands an op's exception to the caller's wait(), and then issues nothing more: its group
+// may be out of step with the peers, so every later op fails with the first exception.
+TEST_F(FSDP, CommunicationThreadIssuesInQueueOrderAndStopsAfterAFailure) {
   parallel::CommunicationThread thread(comm_->split(0, comm_->rank()));
   const auto value = comm_->zeros(1, torch::kDouble);
   std::vector<parallel::CommunicationThread::Handle> handles;
@@ -274,8 +275,13 @@ TEST_F(FSDP, CommunicationThreadIssuesInQueueOrderAndRethrows) {
   auto after = thread.submit({value}, [value](parallel::Communicator&) { value.add_(100); });
   for (const auto& h : handles) h.wait();
   EXPECT_THROW(failing.wait(), std::runtime_error);
-  after.wait();
-  EXPECT_EQ(value.item<double>(), 126);  // ((1 * 2 + 2) * 2 + 3) * 2 + 4, then + 100
+  try {
+    after.wait();
+    ADD_FAILURE() << "an op after a failed one was issued";
+  } catch (const std::runtime_error& error) {
+    EXPECT_STREQ(error.what(), "failed op");
+  }
+  EXPECT_EQ(value.item<double>(), 26);  // ((1 * 2 + 2) * 2 + 3) * 2 + 4, and no + 100
 }
 
 }  // namespace
