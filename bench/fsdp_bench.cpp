@@ -201,6 +201,12 @@ Result run(const Options& o, const std::string& config, Communicator& world) {
   return r;
 }
 
+std::string format_ratio(double ratio) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2) << ratio;
+  return out.str();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -248,14 +254,15 @@ int main(int argc, char** argv) {
     const double exposed = r.comm_s > 0 ? r.wait_s / r.comm_s : 0;
     std::cout << std::left << std::setw(12) << r.config << std::right << std::fixed
               << std::setprecision(3) << std::setw(10) << r.step_s << std::setw(9)
-              << std::setprecision(2) << (ddp_step > 0 ? r.step_s / ddp_step : 0) << std::setw(12)
-              << std::setprecision(3) << per_step_comm << std::setw(9) << std::setprecision(1)
-              << 100 * exposed << "%" << std::setw(11) << std::setprecision(1) << r.peak_bytes / mib
-              << std::setw(11) << r.ideal_bytes / mib << std::setw(12) << std::setprecision(2)
-              << r.peak_bytes / r.ideal_bytes << "\n";
+              << (ddp_step > 0 ? format_ratio(r.step_s / ddp_step) : std::string("-"))
+              << std::setw(12) << std::setprecision(3) << per_step_comm << std::setw(9)
+              << std::setprecision(1) << 100 * exposed << "%" << std::setw(11)
+              << std::setprecision(1) << r.peak_bytes / mib << std::setw(11) << r.ideal_bytes / mib
+              << std::setw(12) << std::setprecision(2) << r.peak_bytes / r.ideal_bytes << "\n";
     report["results"].push_back({{"config", r.config},
                                  {"step_s", r.step_s},
-                                 {"step_vs_ddp", ddp_step > 0 ? r.step_s / ddp_step : 0},
+                                 {"step_vs_ddp", ddp_step > 0 ? nlohmann::json(r.step_s / ddp_step)
+                                                              : nlohmann::json(nullptr)},
                                  {"comm_s_per_step", per_step_comm},
                                  {"exposed_communication", exposed},
                                  {"peak_bytes", r.peak_bytes},
