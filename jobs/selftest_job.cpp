@@ -5,6 +5,8 @@
 //   ddp_step            a DDP training step equals the same step in one process on the CPU, and
 //                       every tensor handed to a collective came from the communicator's buffers
 //                       (the device rule; CheckingCommunicator)
+//   fsdp_step           the same for FSDP (ZeRO-3, built unit by unit): parameters after one SGD
+//                       step equal one process's
 //   error_propagation   an exception on DDP's communication thread reaches the training thread
 //   stream_handoff      (GPU) a buffer still being written on the compute stream is reduced on the
 //                       communication thread's side stream only after the writes, and read back
@@ -22,6 +24,7 @@
 
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,7 +35,9 @@
 #include "parallel/communication_thread.h"
 #include "parallel/communicator.h"
 #include "parallel/ddp.h"
+#include "parallel/fsdp.h"
 #include "parallel/runtime.h"
+#include "parallel/transformer_units.h"
 
 namespace shc::jobs {
 namespace {
@@ -68,6 +73,21 @@ torch::Tensor global_batch(int world) {
 double max_relative_error(const torch::Tensor& actual, const torch::Tensor& expected) {
   const auto a = actual.to(torch::kCPU, torch::kDouble), e = expected.to(torch::kDouble);
   return (a - e).abs().max().item<double>() / std::max(1e-12, e.abs().max().item<double>());
+}
+
+// The largest difference over a whole model's tensors, relative to the largest value among them:
+// parameters that start at zero (the routing projections) differ in round-off only, which a
+// per-tensor ratio would blow up.
+double model_relative_error(const std::vector<torch::Tensor>& actual,
+                            const std::vector<torch::Tensor>& expected) {
+  double difference = 0, scale = 1e-12;
+  for (size_t k = 0; k < actual.size(); ++k) {
+    const auto e = expected[k].to(torch::kDouble);
+    difference = std::max(
+        difference, (actual[k].to(torch::kCPU, torch::kDouble) - e).abs().max().item<double>());
+    scale = std::max(scale, e.abs().max().item<double>());
+  }
+  return difference / scale;
 }
 
 void check_collectives(Communicator& comm, Findings& f) {
@@ -141,13 +161,54 @@ void check_ddp_step(Communicator& comm, Findings& f) {
     model->forward(rows, rows).backward();
     ddp.finish_gradient_sync();
   }
-  const auto params = model->parameters();
-  double worst = 0;
-  for (size_t k = 0; k < params.size(); ++k) {
-    worst = std::max(worst, max_relative_error(params[k].grad(), expected[k]));
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : model->parameters()) grads.push_back(p.grad());
+  const double error = model_relative_error(grads, expected);
+  f.expect(error < 1e-4, "gradients differ from one process by " + std::to_string(error) +
+                             " of the largest gradient (limit 1e-4)");
+  for (const auto& violation : checking.violations()) f.expect(false, violation);
+}
+
+// FSDP (ZeRO-3, built unit by unit) takes one SGD step (lr 0.1 on the shards): the gathered
+// parameters must equal one process's parameters after the same step on the whole batch.
+void check_fsdp_step(Communicator& comm, Findings& f) {
+  constexpr double kLr = 0.1;
+  const auto batch = global_batch(comm.size());
+  std::map<std::string, torch::Tensor> expected;
+  {
+    torch::manual_seed(11);
+    SHCTransformer reference(selftest_model());
+    reference->forward(batch, batch).backward();
+    for (const auto& item : reference->named_parameters()) {
+      expected[item.key()] = (item.value() - kLr * item.value().grad()).detach();
+    }
   }
-  f.expect(worst < 1e-4, "gradients differ from one process by " + std::to_string(worst) +
-                             " (relative to the largest; limit 1e-4)");
+  parallel::CheckingCommunicator checking(comm.split(0, comm.rank()));
+  torch::manual_seed(11);
+  parallel::FullyShardedDataParallel fsdp(parallel::TransformerUnits::builder(selftest_model()),
+                                          checking, nullptr, {});
+  auto rows = batch.narrow(0, 2 * comm.rank(), 2).to(comm.device());
+  fsdp.loss(rows).backward();
+  fsdp.finish_step();
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& shard : fsdp.shards()) {
+      if (shard.grad().defined()) shard.sub_(kLr * shard.grad());
+    }
+  }
+  std::vector<torch::Tensor> actual, reference;
+  for (const auto& [name, value] : fsdp.full_parameters()) {
+    const auto it = expected.find(name);
+    if (it == expected.end()) {
+      f.expect(false, "FSDP has a parameter '" + name + "' that one process does not");
+      continue;
+    }
+    actual.push_back(value);
+    reference.push_back(it->second);
+  }
+  const double error = model_relative_error(actual, reference);
+  f.expect(error < 1e-4, "parameters after the step differ from one process by " +
+                             std::to_string(error) + " of the largest parameter (limit 1e-4)");
   for (const auto& violation : checking.violations()) f.expect(false, violation);
 }
 
@@ -242,6 +303,7 @@ class SelftestJob : public Job {
     for (auto& [device, comm] : devices) {
       run_check(device, "collectives", [&](Findings& f) { check_collectives(*comm, f); });
       run_check(device, "ddp_step", [&](Findings& f) { check_ddp_step(*comm, f); });
+      run_check(device, "fsdp_step", [&](Findings& f) { check_fsdp_step(*comm, f); });
       run_check(device, "error_propagation",
                 [&](Findings& f) { check_error_propagation(*comm, f); });
       if (comm->device().is_cuda()) {
