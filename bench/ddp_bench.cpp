@@ -63,6 +63,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "core/config.h"
 #include "core/transformer.h"
 #include "jobs/trainer.h"
@@ -72,6 +73,8 @@
 
 namespace {
 
+using shc::bench::median;
+using shc::bench::over_ranks;
 using shc::parallel::Communicator;
 using shc::parallel::DistributedDataParallel;
 using shc::parallel::ReduceOp;
@@ -92,42 +95,39 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string key = argv[i];
-    if (key == "--help" || key == "-h") {
-      throw std::invalid_argument(
-          "usage: ddp_bench [--preset small] [--allreduce_mb 0] [--bucket_mb 25] [--reps 10] "
-          "[--steps 12] [--warmup 2] [--batch 4] [--seq_len 128] [--threads 1] [--seed 1] "
-          "[--out FILE.json]");
-    }
-    if (i + 1 >= argc) throw std::invalid_argument(key + " needs a value");
-    const std::string value = argv[++i];
-    if (key == "--preset") {
-      o.preset = value;
-    } else if (key == "--allreduce_mb") {
-      o.allreduce_mb = std::stod(value);
-    } else if (key == "--bucket_mb") {
-      o.bucket_mb = std::stod(value);
-    } else if (key == "--reps") {
-      o.reps = std::stoi(value);
-    } else if (key == "--steps") {
-      o.steps = std::stoi(value);
-    } else if (key == "--warmup") {
-      o.warmup = std::stoi(value);
-    } else if (key == "--batch") {
-      o.batch = std::stoll(value);
-    } else if (key == "--seq_len") {
-      o.seq_len = std::stoll(value);
-    } else if (key == "--threads") {
-      o.threads = std::stoi(value);
-    } else if (key == "--seed") {
-      o.seed = std::stoull(value);
-    } else if (key == "--out") {
-      o.out = value;
-    } else {
-      throw std::invalid_argument("unknown option " + key + " (see --help)");
-    }
-  }
+  shc::bench::parse_options(
+      argc, argv,
+      "usage: ddp_bench [--preset small] [--allreduce_mb 0] [--bucket_mb 25] [--reps 10] "
+      "[--steps 12] [--warmup 2] [--batch 4] [--seq_len 128] [--threads 1] [--seed 1] "
+      "[--out FILE.json]",
+      [&](const std::string& key, const std::string& value) {
+        if (key == "--preset") {
+          o.preset = value;
+        } else if (key == "--allreduce_mb") {
+          o.allreduce_mb = std::stod(value);
+        } else if (key == "--bucket_mb") {
+          o.bucket_mb = std::stod(value);
+        } else if (key == "--reps") {
+          o.reps = std::stoi(value);
+        } else if (key == "--steps") {
+          o.steps = std::stoi(value);
+        } else if (key == "--warmup") {
+          o.warmup = std::stoi(value);
+        } else if (key == "--batch") {
+          o.batch = std::stoll(value);
+        } else if (key == "--seq_len") {
+          o.seq_len = std::stoll(value);
+        } else if (key == "--threads") {
+          o.threads = std::stoi(value);
+        } else if (key == "--seed") {
+          o.seed = std::stoull(value);
+        } else if (key == "--out") {
+          o.out = value;
+        } else {
+          return false;
+        }
+        return true;
+      });
   if (o.reps < 1 || o.steps < 0 || o.warmup < 0 || o.batch < 1 || o.seq_len < 1 || o.threads < 1 ||
       o.bucket_mb <= 0 || o.allreduce_mb < 0) {
     throw std::invalid_argument("options out of range (see --help)");
@@ -137,19 +137,6 @@ Options parse(int argc, char** argv) {
 
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Elementwise maximum (or sum) over ranks.
-std::vector<double> over_ranks(std::vector<double> v, MPI_Op op) {
-  MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_DOUBLE, op, MPI_COMM_WORLD);
-  return v;
 }
 
 std::vector<double> gather_to_root(double value) {

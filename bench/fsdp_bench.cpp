@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "core/config.h"
 #include "core/precision.h"
 #include "core/transformer.h"
@@ -67,40 +68,37 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string key = argv[i];
-    if (key == "--help" || key == "-h") {
-      throw std::invalid_argument(
-          "usage: fsdp_bench [--preset small] [--batch 4] [--seq_len 128] [--steps 6] "
-          "[--warmup 2] [--threads 1] [--seed 1] [--configs ddp,zero3,zero2,ddp-bf16,zero3-bf16,"
-          "zero2-bf16] [--out FILE.json]");
-    }
-    if (i + 1 >= argc) throw std::invalid_argument(key + " needs a value");
-    const std::string value = argv[++i];
-    if (key == "--preset") {
-      o.preset = value;
-    } else if (key == "--batch") {
-      o.batch = std::stoll(value);
-    } else if (key == "--seq_len") {
-      o.seq_len = std::stoll(value);
-    } else if (key == "--steps") {
-      o.steps = std::stoi(value);
-    } else if (key == "--warmup") {
-      o.warmup = std::stoi(value);
-    } else if (key == "--threads") {
-      o.threads = std::stoi(value);
-    } else if (key == "--seed") {
-      o.seed = std::stoull(value);
-    } else if (key == "--configs") {
-      o.configs.clear();
-      std::stringstream list(value);
-      for (std::string item; std::getline(list, item, ',');) o.configs.push_back(item);
-    } else if (key == "--out") {
-      o.out = value;
-    } else {
-      throw std::invalid_argument("unknown option " + key + " (see --help)");
-    }
-  }
+  shc::bench::parse_options(
+      argc, argv,
+      "usage: fsdp_bench [--preset small] [--batch 4] [--seq_len 128] [--steps 6] [--warmup 2] "
+      "[--threads 1] [--seed 1] [--configs ddp,zero3,zero2,ddp-bf16,zero3-bf16,zero2-bf16] "
+      "[--out FILE.json]",
+      [&](const std::string& key, const std::string& value) {
+        if (key == "--preset") {
+          o.preset = value;
+        } else if (key == "--batch") {
+          o.batch = std::stoll(value);
+        } else if (key == "--seq_len") {
+          o.seq_len = std::stoll(value);
+        } else if (key == "--steps") {
+          o.steps = std::stoi(value);
+        } else if (key == "--warmup") {
+          o.warmup = std::stoi(value);
+        } else if (key == "--threads") {
+          o.threads = std::stoi(value);
+        } else if (key == "--seed") {
+          o.seed = std::stoull(value);
+        } else if (key == "--configs") {
+          o.configs.clear();
+          std::stringstream list(value);
+          for (std::string item; std::getline(list, item, ',');) o.configs.push_back(item);
+        } else if (key == "--out") {
+          o.out = value;
+        } else {
+          return false;
+        }
+        return true;
+      });
   if (o.steps < 1 || o.warmup < 0 || o.batch < 1 || o.seq_len < 1 || o.threads < 1) {
     throw std::invalid_argument("options out of range (see --help)");
   }
@@ -114,19 +112,11 @@ Options parse(int argc, char** argv) {
 }
 
 double max_over_ranks(double value) {
-  MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return value;
+  return shc::bench::over_ranks({value}, MPI_MAX)[0];
 }
 
 double sum_over_ranks(double value) {
-  MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-  return value;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  return shc::bench::over_ranks({value}, MPI_SUM)[0];
 }
 
 struct Result {
@@ -193,7 +183,7 @@ Result run(const Options& o, const std::string& config, Communicator& world) {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (step >= o.warmup) steps.push_back(max_over_ranks(seconds));
     }
-    r.step_s = median(steps);
+    r.step_s = shc::bench::median(steps);
     r.comm_s = sum_over_ranks(ddp ? ddp->comm_seconds() : fsdp->comm_seconds());
     r.wait_s = sum_over_ranks(ddp ? ddp->wait_seconds() : fsdp->wait_seconds());
   }

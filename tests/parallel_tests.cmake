@@ -23,16 +23,21 @@ target_link_libraries(watchdog_probe PRIVATE shc_parallel shc_warnings)
 set(SHC_PARALLEL_TEST_ENV OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1)
 set(SHC_MPIEXEC ${MPIEXEC_EXECUTABLE} ${MPIEXEC_PREFLAGS} --bind-to none)
 
-add_test(NAME parallel_test_np1 COMMAND parallel_test)
-add_test(NAME parallel_test_np2
-  COMMAND ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:parallel_test>)
-add_test(NAME parallel_test_np4
-  COMMAND ${SHC_MPIEXEC} --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4 $<TARGET_FILE:parallel_test>)
-set_tests_properties(parallel_test_np1 PROPERTIES ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300)
-set_tests_properties(parallel_test_np2 PROPERTIES
-  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 2)
-set_tests_properties(parallel_test_np4 PROPERTIES
-  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 4)
+# NAME_np1, NAME_np2 and NAME_np4 (--oversubscribe): the GoogleTest program TARGET run whole by
+# every rank.
+function(shc_add_mpi_test name target)
+  add_test(NAME ${name}_np1 COMMAND ${target})
+  add_test(NAME ${name}_np2
+    COMMAND ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:${target}>)
+  add_test(NAME ${name}_np4
+    COMMAND ${SHC_MPIEXEC} --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4 $<TARGET_FILE:${target}>)
+  set_tests_properties(${name}_np1 PROPERTIES ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300)
+  set_tests_properties(${name}_np2 PROPERTIES
+    ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 2)
+  set_tests_properties(${name}_np4 PROPERTIES
+    ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 4)
+endfunction()
+shc_add_mpi_test(parallel_test parallel_test)
 
 # The watchdog ends a hung job: exit 5 within the 2 s timeout + 10 s, with the line
 #   [rank R] collective #3 OP timed out after 2 s; waiting for ranks LIST
@@ -115,16 +120,7 @@ add_executable(fsdp_test
   ${CMAKE_CURRENT_LIST_DIR}/parallel_test_main.cpp
 )
 target_link_libraries(fsdp_test PRIVATE shc_jobs shc_parallel GTest::gtest shc_warnings)
-add_test(NAME fsdp_test_np1 COMMAND fsdp_test)
-add_test(NAME fsdp_test_np2
-  COMMAND ${SHC_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:fsdp_test>)
-add_test(NAME fsdp_test_np4
-  COMMAND ${SHC_MPIEXEC} --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4 $<TARGET_FILE:fsdp_test>)
-set_tests_properties(fsdp_test_np1 PROPERTIES ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300)
-set_tests_properties(fsdp_test_np2 PROPERTIES
-  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 2)
-set_tests_properties(fsdp_test_np4 PROPERTIES
-  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 300 PROCESSORS 4)
+shc_add_mpi_test(fsdp_test fsdp_test)
 
 # Sharded initialisation of the 1b preset: 2 ranks only (each builds the 1.68 B-parameter model
 # unit by unit, ~3.4 GB of shards per rank; 4 oversubscribed ranks would double the runtime).
