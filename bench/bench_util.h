@@ -12,14 +12,20 @@
 
 namespace shc::bench {
 
+// Thrown for --help (or -h); what() is the usage text, for stdout and exit code 0.
+class HelpRequested : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // Calls set(key, value) for each `--key value` pair of argv; `set` returns false for a key it does
-// not know. --help (or -h), a key without a value and an unknown key throw std::invalid_argument
-// (the usage text, or what went wrong).
+// not know. --help throws HelpRequested; a key without a value and an unknown key throw
+// std::invalid_argument.
 inline void parse_options(int argc, char** argv, const std::string& usage,
                           const std::function<bool(const std::string&, const std::string&)>& set) {
   for (int i = 1; i < argc; ++i) {
     const std::string key = argv[i];
-    if (key == "--help" || key == "-h") throw std::invalid_argument(usage);
+    if (key == "--help" || key == "-h") throw HelpRequested(usage);
     if (i + 1 >= argc) throw std::invalid_argument(key + " needs a value");
     if (!set(key, argv[++i]))
       throw std::invalid_argument("unknown option " + key + " (see --help)");

@@ -362,6 +362,9 @@ int main(int argc, char** argv) {
   try {
     o = parse(argc, argv);
     shc::get_config(o.preset);  // validates the name
+  } catch (const shc::bench::HelpRequested& help) {
+    if (rank == 0) std::cout << help.what() << "\n";
+    return 0;
   } catch (const std::exception& e) {
     if (rank == 0) std::cerr << e.what() << "\n";
     return 2;

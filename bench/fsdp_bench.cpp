@@ -203,6 +203,9 @@ int main(int argc, char** argv) {
   Options o;
   try {
     o = parse(argc, argv);
+  } catch (const shc::bench::HelpRequested& help) {
+    std::cout << help.what() << "\n";
+    return 0;
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 2;
