@@ -38,7 +38,11 @@ RankSelection AdaptiveRankSelectorImpl::forward(const torch::Tensor& x) {
                   "AdaptiveRankSelector: keyed noise needs (batch, T, features) input with one "
                   "sequence index per row; got ",
                   l.sizes(), " for ", noise_key_->sequence_index.size(0), " sequence indices");
-      u = keyed_uniform(*noise_key_, layer_, l.size(1), l.size(2)).to(l.options());
+      auto host = keyed_uniform(*noise_key_, layer_, l.size(1), l.size(2));
+      // On a GPU from pinned memory without blocking the host (a pageable copy would wait for
+      // the stream to drain, in every selector of every forward and recompute).
+      u = l.is_cuda() ? host.pin_memory().to(l.device(), l.scalar_type(), /*non_blocking=*/true)
+                      : host.to(l.options());
     } else {
       u = torch::rand_like(l);
     }

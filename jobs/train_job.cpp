@@ -246,7 +246,8 @@ class TrainJob : public Job {
     torch::manual_seed(seed);
     if (sharded) {
       shard_comm = comm->split(rank / shard_group, rank);
-      replica_comm = comm->split(rank % shard_group, rank);
+      // Replicas only when there are several shard groups (hybrid); fsdp shards over everyone.
+      if (shard_group < world) replica_comm = comm->split(rank % shard_group, rank);
       // Built unit by unit, each unit sharded as soon as it exists: no rank ever holds the whole
       // model, and the values are those of SHCTransformer(cfg) after the same manual_seed.
       fsdp = std::make_unique<parallel::FullyShardedDataParallel>(

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -50,12 +51,23 @@ void abort_job(int exit_code) {
     std::lock_guard<std::mutex> lock(hooks_mutex());
     for (auto& item : hooks()) pending.push_back(item.second);
   }
+  // All hooks at once, each on its own thread, and a bounded wait: aborting one NCCL communicator
+  // can wait for a kernel of another that only that one's abort releases (ncclCommAbort syncs its
+  // internal stream, which may sit behind the other's kernel). Dying anyway: a failed or stuck
+  // hook must not stop the others or the abort.
+  auto left = std::make_shared<std::atomic<int>>(static_cast<int>(pending.size()));
   for (auto& hook : pending) {
-    try {
-      hook();
-    } catch (...) {
-      // Dying anyway: a failed hook must not stop the others or the abort.
-    }
+    std::thread([hook, left] {
+      try {
+        hook();
+      } catch (...) {
+      }
+      --*left;
+    }).detach();
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (*left > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   std::fflush(stdout);
   std::fflush(stderr);

@@ -56,10 +56,11 @@ class SideStream {
     if (stream_) {
       c10::cuda::CUDAStreamGuard guard(*stream_);
       hand_off->inputs_ready.block(*stream_);
-      op(comm);
+      // Before the op: if it throws after enqueueing work, the buffers are still covered.
       for (const auto& b : buffers) {
         c10::cuda::CUDACachingAllocator::recordStream(b.storage().data_ptr(), *stream_);
       }
+      op(comm);
       hand_off->done.record(*stream_);
       return;
     }

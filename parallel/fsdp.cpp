@@ -299,13 +299,13 @@ void FullyShardedDataParallel::apply_weight_decay(double lr, double weight_decay
 double FullyShardedDataParallel::clip_grad_norm(double max_norm) {
   wait_for_reductions();
   torch::NoGradGuard no_grad;
-  auto local = torch::zeros({}, torch::dtype(torch::kDouble).device(shard_comm_.device()));
+  auto squares = shard_comm_.zeros(1, torch::kDouble);
   for (const auto& s : shards_) {
-    if (s.grad().defined()) local += s.grad().to(torch::kDouble).pow(2).sum();
+    if (s.grad().defined()) squares += s.grad().to(torch::kDouble).pow(2).sum();
   }
-  // Shards are disjoint within the group.
-  const double norm =
-      std::sqrt(shard_comm_.all_reduce_scalar(local.item<double>(), ReduceOp::kSum));
+  // Shards are disjoint within the group. One host sync, after the reduction.
+  shard_comm_.all_reduce(squares, ReduceOp::kSum);
+  const double norm = std::sqrt(squares.item<double>());
   if (max_norm > 0 && std::isfinite(norm)) {
     // As torch::nn::utils::clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
     const double scale = max_norm / (norm + 1e-6);

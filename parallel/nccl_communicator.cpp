@@ -43,11 +43,16 @@ ncclDataType_t nccl_type(at::ScalarType type) {
 }
 
 // The watchdog's view of an enqueued collective: finished once an event recorded right after it
-// on the same stream has completed.
+// on the same stream has completed. The query runs on the watchdog's thread, whose current device
+// is 0 unless set: without the guard every rank would create a CUDA context on GPU 0 (~0.5 GiB
+// each), or fail outright on GPUs in exclusive-process mode.
 Watchdog::DoneFn finished_when_stream_reaches_here(const c10::cuda::CUDAStream& stream) {
   auto event = std::make_shared<at::cuda::CUDAEvent>(cudaEventDisableTiming);
   event->record(stream);
-  return [event] { return event->query(); };
+  return [event, device = stream.device_index()] {
+    c10::cuda::CUDAGuard guard(device);
+    return event->query();
+  };
 }
 
 }  // namespace
@@ -73,19 +78,33 @@ NcclCommunicator::NcclCommunicator(Adopt, MPI_Comm mpi, ncclComm_t nccl, c10::De
     c10::cuda::CUDAGuard guard(device_);
     check_nccl(ncclCommInitRank(&nccl_, size(), id, rank()), "ncclCommInitRank");
   }
-  abort_hook_ = add_abort_hook([comm = nccl_] { ncclCommAbort(comm); });
+  // Whichever comes first, the job's abort or this destructor, ends the NCCL communicator; the
+  // other finds it gone (the hook may still run after remove_abort_hook, from a copy of the list).
+  handle_ = std::make_shared<Handle>();
+  handle_->comm = nccl_;
+  abort_hook_ = add_abort_hook([handle = handle_] {
+    std::lock_guard<std::mutex> lock(handle->mutex);
+    if (handle->comm != nullptr) ncclCommAbort(handle->comm);
+    handle->comm = nullptr;
+  });
   start_watchdog(mpi_);
 }
 
 NcclCommunicator::~NcclCommunicator() {
   stop_watchdog();
   remove_abort_hook(abort_hook_);
-  ncclResult_t async = ncclSuccess;
-  ncclCommGetAsyncError(nccl_, &async);
-  if (std::uncaught_exceptions() > 0 || async != ncclSuccess) {
-    ncclCommAbort(nccl_);
-  } else {
-    ncclCommDestroy(nccl_);
+  {
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    if (handle_->comm != nullptr) {
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(nccl_, &async);
+      if (std::uncaught_exceptions() > 0 || async != ncclSuccess) {
+        ncclCommAbort(nccl_);
+      } else {
+        ncclCommDestroy(nccl_);
+      }
+      handle_->comm = nullptr;
+    }
   }
   detail::free_comm(mpi_);
 }

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "parallel/communicator.h"
@@ -49,9 +50,16 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator(Adopt, MPI_Comm mpi, ncclComm_t nccl, c10::Device device,
                    WatchdogOptions options);
 
+  // The NCCL communicator as the abort hook sees it: null once aborted or destroyed.
+  struct Handle {
+    std::mutex mutex;
+    ncclComm_t comm = nullptr;
+  };
+
   MPI_Comm mpi_;
   ncclComm_t nccl_;
   c10::Device device_;
+  std::shared_ptr<Handle> handle_;
   std::uint64_t abort_hook_ = 0;
 };
 

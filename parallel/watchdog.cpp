@@ -142,24 +142,39 @@ void Watchdog::run() {
     serve_side_channel();
     lock.lock();
 
-    // Retire asynchronous collectives the device has finished. A failed device query (e.g. a
-    // CUDA error surfacing through the event) ends the job the same way as a hang would.
-    for (auto it = in_flight_.begin(); it != in_flight_.end();) {
-      bool done = false;
-      if (it->second.done) {
-        try {
-          done = it->second.done();
-        } catch (const std::exception& error) {
-          fail("collective #" + std::to_string(it->first) + " " + it->second.op +
-               " failed: " + error.what());
-        }
+    // Retire asynchronous collectives the device has finished. The device queries (and the
+    // destruction of the events they hold) run without the lock: a stalled driver call must not
+    // stall the threads that issue collectives, which take the lock in begin() and end(). A
+    // failed query (e.g. a CUDA error surfacing through the event) ends the job like a hang.
+    std::vector<std::pair<std::uint64_t, InFlight>> pending;
+    for (const auto& [seq, entry] : in_flight_) {
+      if (entry.done) pending.emplace_back(seq, entry);
+    }
+    lock.unlock();
+    std::vector<std::uint64_t> finished;
+    for (const auto& [seq, entry] : pending) {
+      try {
+        if (entry.done()) finished.push_back(seq);
+      } catch (const std::exception& error) {
+        fail("collective #" + std::to_string(seq) + " " + entry.op + " failed: " + error.what());
       }
-      it = done ? in_flight_.erase(it) : std::next(it);
     }
     if (health_) {
       const std::string error = health_();
       if (!error.empty()) fail("communicator failed: " + error);
     }
+    std::vector<InFlight> retired;  // destroyed after the lock is released again
+    lock.lock();
+    for (std::uint64_t seq : finished) {
+      auto it = in_flight_.find(seq);
+      if (it == in_flight_.end()) continue;
+      retired.push_back(std::move(it->second));
+      in_flight_.erase(it);
+    }
+    lock.unlock();
+    pending.clear();
+    retired.clear();
+    lock.lock();
 
     if (!in_flight_.empty() && Clock::now() - in_flight_.begin()->second.start > timeout) {
       const std::uint64_t seq = in_flight_.begin()->first;
