@@ -9,7 +9,9 @@ namespace shc {
 torch::Tensor cayley(const torch::Tensor& skew) {
   const auto n = skew.size(-1);
   auto eye = torch::eye(n, skew.options()).expand_as(skew);
-  return torch::linalg_solve(eye + skew, eye - skew);
+  // I + A is never singular for skew-symmetric A (its eigenvalues are 1 + i*lambda), so the
+  // error check of linalg_solve, a host sync on GPUs, is skipped.
+  return std::get<0>(torch::linalg_solve_ex(eye + skew, eye - skew));
 }
 
 CayleyTransformImpl::CayleyTransformImpl(int64_t n, int64_t k, double init_scale) : n_(n), k_(k) {
@@ -20,8 +22,10 @@ CayleyTransformImpl::CayleyTransformImpl(int64_t n, int64_t k, double init_scale
 }
 
 torch::Tensor CayleyTransformImpl::skew() const {
+  // Moved once, not per call: a host-to-device copy waits for the GPU.
+  if (upper_index_.device() != upper.device()) upper_index_ = upper_index_.to(upper.device());
   auto flat = torch::zeros({k_, n_ * n_}, upper.options());
-  auto p = flat.index_copy(1, upper_index_.to(upper.device()), upper).view({k_, n_, n_});
+  auto p = flat.index_copy(1, upper_index_, upper).view({k_, n_, n_});
   return p - p.transpose(1, 2);
 }
 

@@ -30,7 +30,8 @@ class CayleyTransformImpl : public torch::nn::Module {
 
  private:
   int64_t n_, k_;
-  torch::Tensor upper_index_;  // flat indices of the strict upper triangle of an n x n matrix
+  // Flat indices of the strict upper triangle of an n x n matrix; follows `upper`'s device.
+  mutable torch::Tensor upper_index_;
 };
 TORCH_MODULE(CayleyTransform);
 

@@ -36,7 +36,9 @@ FactorizedKVCacheImpl::FactorizedKVCacheImpl(int64_t n, int64_t d, int64_t r)
 
 torch::Tensor FactorizedKVCacheImpl::basis() {
   auto q = rotation()[0];
-  return torch::matmul(q, initial_basis_.to(q.device(), q.scalar_type()));
+  // Moved once, not per call: a host-to-device copy waits for the GPU.
+  if (initial_basis_.device() != q.device()) initial_basis_ = initial_basis_.to(q.device());
+  return torch::matmul(q, initial_basis_.to(q.scalar_type()));
 }
 
 torch::Tensor FactorizedKVCacheImpl::compress(const torch::Tensor& x_bar) {

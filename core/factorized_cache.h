@@ -30,7 +30,7 @@ class FactorizedKVCacheImpl : public torch::nn::Module {
 
  private:
   int64_t n_, d_, r_;
-  torch::Tensor initial_basis_;  // U_0 (n, r), fixed
+  torch::Tensor initial_basis_;  // U_0 (n, r), fixed; follows the rotation's device
 };
 TORCH_MODULE(FactorizedKVCache);
 
