@@ -249,15 +249,13 @@ class SelftestJob : public Job {
  public:
   void add_options(po::options_description& options) const override {
     // clang-format off
-    po::options_description group("selftest options", kHelpLineLength, kHelpLineLength / 2);
-    group.add_options()
+    options.add_options()
         ("selftest.abort_path", po::value<bool>()->default_value(false),
          "after the checks, the last rank throws inside a DDP step: the job must then end on "
          "every rank within seconds with exit code 1 (check it with echo $?)")
         ("parallel.timeout_s", po::value<double>()->default_value(60.0),
          "a collective unfinished after this many seconds ends the job (exit 5)");
     // clang-format on
-    options.add(group);
   }
 
   int run(const po::variables_map& vm) override {
@@ -341,8 +339,8 @@ class SelftestJob : public Job {
 };
 
 SHC_REGISTER_JOB(SelftestJob, "selftest",
-                 "check collectives, a DDP step, error propagation (and GPU stream hand-off) on "
-                 "the devices present; run it first under mpirun/srun on a new cluster");
+                 "check collectives, DDP/FSDP steps and error paths on the devices present "
+                 "(run it first on a new cluster)");
 
 }  // namespace
 }  // namespace shc::jobs

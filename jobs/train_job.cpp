@@ -132,13 +132,15 @@ class TrainJob : public Job {
         ("parallel.shard_group_size", po::value<int>()->default_value(0),
          "hybrid: ranks per shard group (must divide the world size)")
         ("parallel.reshard_after_forward", po::value<bool>()->default_value(true),
-         "fsdp/hybrid: free gathered block parameters after forward (false = ZeRO-2)")
+         "fsdp/hybrid: free each gathered unit after its forward (false = ZeRO-2: keep it "
+         "gathered until its backward)")
         ("parallel.backend", po::value<std::string>()->default_value("auto"),
          "auto | mpi | nccl (auto: nccl on GPUs in a build with NCCL, else mpi)")
         ("parallel.bucket_mb", po::value<double>()->default_value(25.0),
          "DDP gradient bucket size in MiB")
         ("parallel.timeout_s", po::value<double>()->default_value(600.0),
-         "a collective unfinished after this many seconds ends the job (exit 5)");
+         "a collective (or the runtime's barrier or broadcast) unfinished after this many "
+         "seconds ends the job (exit 5)");
     po::options_description data("data options");
     data.add_options()
         ("data.train", po::value<std::string>(), "training shards: glob(s), comma-separated")
