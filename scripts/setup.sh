@@ -23,6 +23,7 @@ log() { printf '[setup] %s\n' "$*"; }
 # --- Debian packages (SPEC §2) -------------------------------------------------------------
 apt_packages=(
   build-essential cmake ninja-build ccache
+  python3 python3-venv
   libopenmpi-dev openmpi-bin
   libhdf5-dev
   libboost-program-options-dev libboost-log-dev
