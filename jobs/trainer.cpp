@@ -46,7 +46,7 @@ double accumulate_gradients(const MicroBatchLoss& loss_of, const torch::Tensor& 
                                 std::to_string(micro_batch));
   }
   const int64_t steps = rows / micro_batch;
-  double loss_sum = 0;
+  torch::Tensor loss_sum;  // on the loss's device: one host sync per step, not per micro-batch
   for (int64_t i = 0; i < steps; ++i) {
     auto ids = batch.narrow(0, i * micro_batch, micro_batch);
     if (before_forward) before_forward(i * micro_batch);
@@ -57,9 +57,10 @@ double accumulate_gradients(const MicroBatchLoss& loss_of, const torch::Tensor& 
     }
     if (before_backward) before_backward(i + 1 == steps);
     (loss / double(steps)).backward();
-    loss_sum += loss.item<double>();
+    const auto value = loss.detach().to(torch::kDouble);
+    loss_sum = loss_sum.defined() ? loss_sum + value : value;
   }
-  return loss_sum / double(steps);
+  return loss_sum.item<double>() / double(steps);
 }
 
 double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, int64_t micro_batch,

@@ -83,6 +83,13 @@ void Communicator::run(const char* op, const std::function<Completion()>& primit
   if (watchdog_) watchdog_->end(seq, std::move(completion));
 }
 
+void Communicator::run_watched(const char* op, const std::function<void()>& call) {
+  run(op, [&] {
+    call();
+    return Completion();
+  });
+}
+
 void Communicator::check_tensor(const at::Tensor& tensor, const char* op, const char* what) const {
   const std::string where = std::string(op) + " (" + backend() + " backend): " + what;
   if (!tensor.defined()) throw std::invalid_argument(where + " is an undefined tensor");

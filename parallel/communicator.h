@@ -96,6 +96,10 @@ class Communicator {
   void start_watchdog(MPI_Comm group);
   // Called first by the backend's destructor, before it frees what a Completion reads.
   void stop_watchdog();
+  // Runs a backend's own blocking group call (e.g. NCCL's communicator creation) like a
+  // collective: under the next sequence number and the watchdog, so that a rank that never
+  // arrives ends the job instead of hanging it.
+  void run_watched(const char* op, const std::function<void()>& call);
   const WatchdogOptions& watchdog_options() const { return watchdog_options_; }
 
   // Primitives on checked arguments (contiguous, same dtype, sizes consistent, device()).

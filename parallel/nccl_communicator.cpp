@@ -70,24 +70,37 @@ NcclCommunicator::NcclCommunicator(Adopt, MPI_Comm mpi, ncclComm_t nccl, c10::De
     throw std::invalid_argument("nccl backend: needs a CUDA device with an index, got " +
                                 device_.str());
   }
-  if (nccl_ == nullptr) {
-    // Rank 0 creates the group's id; MPI carries it to the others.
-    ncclUniqueId id;
-    if (rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
-    detail::check_mpi(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi_), "MPI_Bcast (ncclUniqueId)");
-    c10::cuda::CUDAGuard guard(device_);
-    check_nccl(ncclCommInitRank(&nccl_, size(), id, rank()), "ncclCommInitRank");
-  }
-  // Whichever comes first, the job's abort or this destructor, ends the NCCL communicator; the
-  // other finds it gone (the hook may still run after remove_abort_hook, from a copy of the list).
+  // Whichever comes first, the job's abort or the destructor, ends the NCCL communicator; the
+  // other finds it gone (the hook may still run after remove_abort_hook, from a copy of the
+  // list). The watchdog's async_error() reads it too, from its thread.
   handle_ = std::make_shared<Handle>();
   handle_->comm = nccl_;
+  start_watchdog(mpi_);
+  if (nccl_ == nullptr) {
+    try {
+      // Watched: a rank that never gets here would leave the others in ncclCommInitRank for ever.
+      run_watched("nccl_init", [&] {
+        // Rank 0 creates the group's id; MPI carries it to the others.
+        ncclUniqueId id;
+        if (rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
+        detail::check_mpi(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi_),
+                          "MPI_Bcast (ncclUniqueId)");
+        c10::cuda::CUDAGuard guard(device_);
+        check_nccl(ncclCommInitRank(&nccl_, size(), id, rank()), "ncclCommInitRank");
+        std::lock_guard<std::mutex> lock(handle_->mutex);
+        handle_->comm = nccl_;
+      });
+    } catch (...) {
+      stop_watchdog();  // its thread reads this object, whose destructor will not run
+      detail::free_comm(mpi_);
+      throw;
+    }
+  }
   abort_hook_ = add_abort_hook([handle = handle_] {
     std::lock_guard<std::mutex> lock(handle->mutex);
     if (handle->comm != nullptr) ncclCommAbort(handle->comm);
     handle->comm = nullptr;
   });
-  start_watchdog(mpi_);
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -110,13 +123,16 @@ NcclCommunicator::~NcclCommunicator() {
 }
 
 std::string NcclCommunicator::async_error() {
+  std::lock_guard<std::mutex> lock(handle_->mutex);
+  if (handle_->comm == nullptr) return {};  // not created yet, or already ended
   ncclResult_t async = ncclSuccess;
-  const ncclResult_t result = ncclCommGetAsyncError(nccl_, &async);
-  if (result != ncclSuccess)
+  const ncclResult_t result = ncclCommGetAsyncError(handle_->comm, &async);
+  if (result != ncclSuccess) {
     return std::string("ncclCommGetAsyncError failed: ") + ncclGetErrorString(result);
+  }
   if (async == ncclSuccess || async == ncclInProgress) return {};
   std::string message = std::string("NCCL asynchronous error: ") + ncclGetErrorString(async);
-  const char* detail = ncclGetLastError(nccl_);
+  const char* detail = ncclGetLastError(handle_->comm);
   if (detail != nullptr && *detail != '\0') message += std::string(" (") + detail + ")";
   return message;
 }
