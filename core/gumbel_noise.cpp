@@ -1,19 +1,16 @@
 #include "gumbel_noise.h"
 
+#include "splitmix.h"
+
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
 namespace shc {
 namespace {
 
-// splitmix64's finaliser (Steele, Lea and Flood 2014): a bijective 64-bit mix whose outputs of
-// consecutive inputs pass BigCrush; chaining it over the key's fields gives each tuple its own
-// well-mixed 64-bit value.
+// Folds one more field of the key into the state.
 std::uint64_t mix(std::uint64_t state, std::uint64_t field) {
-  std::uint64_t z = state + field + 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
+  return splitmix64_mix(state + field + kSplitmixGamma);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "precision.h"
+#include "splitmix.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -14,12 +15,9 @@ namespace shc {
 
 namespace {
 
-// splitmix64 (Steele et al. 2014): well-spread seeds from (base, unit).
+// Well-spread seeds from (base, unit): the unit-th output of splitmix64 started at base.
 uint64_t unit_seed(uint64_t base, int64_t unit) {
-  uint64_t z = base + 0x9e3779b97f4a7c15ULL * uint64_t(unit + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
+  return splitmix64_mix(base + kSplitmixGamma * uint64_t(unit + 1));
 }
 
 // The global CPU generator seeded for one unit's construction; its state comes back afterwards,

@@ -63,6 +63,7 @@ ModelConfig selftest_model() {
 }
 
 constexpr int64_t kSeqLen = 16;
+constexpr uint64_t kModelSeed = 11;  // every copy of the model, on every rank and device
 
 // The same global batch on every rank: 2 rows per rank.
 torch::Tensor global_batch(int world) {
@@ -70,16 +71,11 @@ torch::Tensor global_batch(int world) {
   return torch::randint(selftest_model().vocab_size, {2 * world, kSeqLen + 1}, gen);
 }
 
-double max_relative_error(const torch::Tensor& actual, const torch::Tensor& expected) {
-  const auto a = actual.to(torch::kCPU, torch::kDouble), e = expected.to(torch::kDouble);
-  return (a - e).abs().max().item<double>() / std::max(1e-12, e.abs().max().item<double>());
-}
-
-// The largest difference over a whole model's tensors, relative to the largest value among them:
+// The largest difference over a model's tensors, relative to the largest value among them:
 // parameters that start at zero (the routing projections) differ in round-off only, which a
 // per-tensor ratio would blow up.
-double model_relative_error(const std::vector<torch::Tensor>& actual,
-                            const std::vector<torch::Tensor>& expected) {
+double relative_error(const std::vector<torch::Tensor>& actual,
+                      const std::vector<torch::Tensor>& expected) {
   double difference = 0, scale = 1e-12;
   for (size_t k = 0; k < actual.size(); ++k) {
     const auto e = expected[k].to(torch::kDouble);
@@ -88,6 +84,30 @@ double model_relative_error(const std::vector<torch::Tensor>& actual,
     scale = std::max(scale, e.abs().max().item<double>());
   }
   return difference / scale;
+}
+
+double relative_error(const torch::Tensor& actual, const torch::Tensor& expected) {
+  return relative_error(std::vector<torch::Tensor>{actual}, std::vector<torch::Tensor>{expected});
+}
+
+// The selftest model with its seeded initial values, on `device`.
+SHCTransformer seeded_model(c10::Device device) {
+  torch::manual_seed(kModelSeed);
+  SHCTransformer model(selftest_model());
+  model->to(device);
+  return model;
+}
+
+// This rank's 2 rows of the global batch, on the communicator's device.
+torch::Tensor rows_of_rank(const torch::Tensor& batch, const Communicator& comm) {
+  return batch.narrow(0, 2 * comm.rank(), 2).to(comm.device());
+}
+
+// One process on the CPU after forward and backward over the whole batch.
+SHCTransformer reference_model(const torch::Tensor& batch) {
+  auto model = seeded_model(c10::kCPU);
+  model->forward(batch, batch).backward();
+  return model;
 }
 
 void check_collectives(Communicator& comm, Findings& f) {
@@ -110,60 +130,49 @@ void check_collectives(Communicator& comm, Findings& f) {
     auto t = comm.empty(n, type);
     t.copy_(mine());
     comm.all_reduce(t);
-    f.expect(max_relative_error(t, summed) <= tolerance, name + " all_reduce sum");
+    f.expect(relative_error(t, summed) <= tolerance, name + " all_reduce sum");
     if (type != torch::kLong) {
       t.copy_(mine());
       comm.all_reduce(t, ReduceOp::kAvg);
-      f.expect(max_relative_error(t, summed / size) <= std::max(tolerance, 1e-7),
+      f.expect(relative_error(t, summed / size) <= std::max(tolerance, 1e-7),
                name + " all_reduce avg");
     }
     auto input = comm.empty(n, type), chunk = comm.empty(n / size, type);
     input.copy_(mine());
     comm.reduce_scatter(input, chunk);
-    f.expect(max_relative_error(chunk, summed.narrow(0, rank * 2, 2)) <= tolerance,
+    f.expect(relative_error(chunk, summed.narrow(0, rank * 2, 2)) <= tolerance,
              name + " reduce_scatter");
     auto gathered = comm.empty(n * size, type), piece = comm.empty(n, type);
     piece.copy_(mine());
     comm.all_gather(piece, gathered);
     const auto all =
         (index.repeat({size}) + torch::arange(size, torch::kDouble).repeat_interleave(n) * m);
-    f.expect(max_relative_error(gathered, all) <= tolerance, name + " all_gather");
+    f.expect(relative_error(gathered, all) <= tolerance, name + " all_gather");
     t.copy_(mine());
     comm.broadcast(t, size - 1);
-    f.expect(max_relative_error(t, index + (size - 1) * m) <= tolerance, name + " broadcast");
+    f.expect(relative_error(t, index + (size - 1) * m) <= tolerance, name + " broadcast");
   }
   comm.barrier();
 }
 
-// The reference: one process, the whole batch, on the CPU. Returns the gradients.
-std::vector<torch::Tensor> reference_gradients(const torch::Tensor& batch) {
-  torch::manual_seed(11);
-  SHCTransformer model(selftest_model());
-  model->forward(batch, batch).backward();
-  std::vector<torch::Tensor> grads;
-  for (const auto& p : model->parameters()) grads.push_back(p.grad().clone());
-  return grads;
-}
-
 void check_ddp_step(Communicator& comm, Findings& f) {
   const auto batch = global_batch(comm.size());
-  const auto expected = reference_gradients(batch);
-  torch::manual_seed(11);
-  SHCTransformer model(selftest_model());
-  model->to(comm.device());
+  std::vector<torch::Tensor> expected;
+  for (const auto& p : reference_model(batch)->parameters()) expected.push_back(p.grad());
+  auto model = seeded_model(comm.device());
   parallel::CheckingCommunicator checking(comm.split(0, comm.rank()));
   checking.allow(model->parameters());
   {
     parallel::DistributedDataParallel ddp(model->parameters(), checking, /*bucket_mb=*/0.01);
     ddp.broadcast_parameters(0);
-    auto rows = batch.narrow(0, 2 * comm.rank(), 2).to(comm.device());
+    auto rows = rows_of_rank(batch, comm);
     // Each rank's loss is the mean over its rows; DDP averages over ranks: the global mean.
     model->forward(rows, rows).backward();
     ddp.finish_gradient_sync();
   }
   std::vector<torch::Tensor> grads;
   for (const auto& p : model->parameters()) grads.push_back(p.grad());
-  const double error = model_relative_error(grads, expected);
+  const double error = relative_error(grads, expected);
   f.expect(error < 1e-4, "gradients differ from one process by " + std::to_string(error) +
                              " of the largest gradient (limit 1e-4)");
   for (const auto& violation : checking.violations()) f.expect(false, violation);
@@ -175,20 +184,14 @@ void check_fsdp_step(Communicator& comm, Findings& f) {
   constexpr double kLr = 0.1;
   const auto batch = global_batch(comm.size());
   std::map<std::string, torch::Tensor> expected;
-  {
-    torch::manual_seed(11);
-    SHCTransformer reference(selftest_model());
-    reference->forward(batch, batch).backward();
-    for (const auto& item : reference->named_parameters()) {
-      expected[item.key()] = (item.value() - kLr * item.value().grad()).detach();
-    }
+  for (const auto& item : reference_model(batch)->named_parameters()) {
+    expected[item.key()] = (item.value() - kLr * item.value().grad()).detach();
   }
   parallel::CheckingCommunicator checking(comm.split(0, comm.rank()));
-  torch::manual_seed(11);
+  torch::manual_seed(kModelSeed);
   parallel::FullyShardedDataParallel fsdp(parallel::TransformerUnits::builder(selftest_model()),
                                           checking, nullptr, {});
-  auto rows = batch.narrow(0, 2 * comm.rank(), 2).to(comm.device());
-  fsdp.loss(rows).backward();
+  fsdp.loss(rows_of_rank(batch, comm)).backward();
   fsdp.finish_step();
   {
     torch::NoGradGuard no_grad;
@@ -206,24 +209,28 @@ void check_fsdp_step(Communicator& comm, Findings& f) {
     actual.push_back(value);
     reference.push_back(it->second);
   }
-  const double error = model_relative_error(actual, reference);
+  const double error = relative_error(actual, reference);
   f.expect(error < 1e-4, "parameters after the step differ from one process by " +
                              std::to_string(error) + " of the largest parameter (limit 1e-4)");
   for (const auto& violation : checking.violations()) f.expect(false, violation);
 }
 
-void check_error_propagation(Communicator& comm, Findings& f) {
-  torch::manual_seed(11);
-  SHCTransformer model(selftest_model());
-  model->to(comm.device());
+// One DDP step whose communication thread throws at its second bucket on this rank when `fail`
+// (before entering that all-reduce): the failure surfaces from finish_gradient_sync().
+void ddp_step_failing_at_second_bucket(Communicator& comm, bool fail) {
+  auto model = seeded_model(comm.device());
   parallel::CheckingCommunicator checking(comm.split(0, comm.rank()));
-  // Every rank fails at its second bucket: nobody is left inside a collective.
-  checking.inject_failure("all_reduce", 2);
+  if (fail) checking.inject_failure("all_reduce", 2);
   parallel::DistributedDataParallel ddp(model->parameters(), checking, /*bucket_mb=*/0.01);
-  auto rows = global_batch(comm.size()).narrow(0, 2 * comm.rank(), 2).to(comm.device());
+  auto rows = rows_of_rank(global_batch(comm.size()), comm);
   model->forward(rows, rows).backward();
+  ddp.finish_gradient_sync();
+}
+
+void check_error_propagation(Communicator& comm, Findings& f) {
   try {
-    ddp.finish_gradient_sync();
+    // Every rank fails: nobody is left inside a collective.
+    ddp_step_failing_at_second_bucket(comm, true);
     f.expect(false, "finish_gradient_sync() returned although the communication thread failed");
   } catch (const std::runtime_error& error) {
     f.expect(std::string(error.what()).find("injected failure") != std::string::npos,
@@ -317,24 +324,16 @@ class SelftestJob : public Job {
   }
 
  private:
-  // The last rank's DDP communication thread fails while the others wait in that all-reduce.
+  // The last rank's DDP communication thread fails while the others wait in that all-reduce:
+  // the job ends there (the failing rank's exception goes to the CLI's terminate handler).
   [[noreturn]] static void abort_path(Communicator& comm) {
     auto& runtime = parallel::Runtime::instance();
     if (runtime.is_root()) {
       std::cout << "abort_path: rank " << comm.size() - 1
                 << " throws now; the job must end within seconds with exit code 1" << std::endl;
     }
-    torch::manual_seed(11);
-    SHCTransformer model(selftest_model());
-    model->to(comm.device());
-    parallel::CheckingCommunicator checking(comm.split(0, comm.rank()));
-    if (comm.rank() == comm.size() - 1) checking.inject_failure("all_reduce", 2);
-    parallel::DistributedDataParallel ddp(model->parameters(), checking, /*bucket_mb=*/0.01);
-    for (;;) {
-      auto rows = global_batch(comm.size()).narrow(0, 2 * comm.rank(), 2).to(comm.device());
-      model->forward(rows, rows).backward();
-      ddp.finish_gradient_sync();
-    }
+    ddp_step_failing_at_second_bucket(comm, comm.rank() == comm.size() - 1);
+    throw std::logic_error("abort_path: the step did not fail");
   }
 };
 

@@ -138,19 +138,18 @@ void Watchdog::run() {
   while (!stopping_) {
     wake_.wait_for(lock, kPollInterval);
     if (stopping_) break;
-    lock.unlock();
-    serve_side_channel();
-    lock.lock();
-
-    // Retire asynchronous collectives the device has finished. The device queries (and the
-    // destruction of the events they hold) run without the lock: a stalled driver call must not
-    // stall the threads that issue collectives, which take the lock in begin() and end(). A
-    // failed query (e.g. a CUDA error surfacing through the event) ends the job like a hang.
+    // Everything that talks to MPI or the device runs without the lock: a stalled driver call
+    // must not stall the threads that issue collectives, which take the lock in begin() and
+    // end(). `pending` holds its own references to the collectives' completion checks, so the
+    // events they own are destroyed below, unlocked, not when the map entries are erased.
     std::vector<std::pair<std::uint64_t, InFlight>> pending;
     for (const auto& [seq, entry] : in_flight_) {
       if (entry.done) pending.emplace_back(seq, entry);
     }
     lock.unlock();
+    serve_side_channel();
+    // A failed device query (e.g. a CUDA error surfacing through the event) ends the job like a
+    // hang would.
     std::vector<std::uint64_t> finished;
     for (const auto& [seq, entry] : pending) {
       try {
@@ -163,17 +162,10 @@ void Watchdog::run() {
       const std::string error = health_();
       if (!error.empty()) fail("communicator failed: " + error);
     }
-    std::vector<InFlight> retired;  // destroyed after the lock is released again
     lock.lock();
-    for (std::uint64_t seq : finished) {
-      auto it = in_flight_.find(seq);
-      if (it == in_flight_.end()) continue;
-      retired.push_back(std::move(it->second));
-      in_flight_.erase(it);
-    }
+    for (std::uint64_t seq : finished) in_flight_.erase(seq);
     lock.unlock();
     pending.clear();
-    retired.clear();
     lock.lock();
 
     if (!in_flight_.empty() && Clock::now() - in_flight_.begin()->second.start > timeout) {
