@@ -39,26 +39,30 @@ function(shc_add_mpi_test name target)
 endfunction()
 shc_add_mpi_test(parallel_test parallel_test)
 
-# The watchdog ends a hung job: exit 5 within the 2 s timeout + 10 s, with the line
+# The watchdog ends a hung job: exit 5 within MAX_SECONDS (the 2 s timeout + 10 s, and + 10 s
+# more when abort_job has to give up on a stuck abort hook), with the line
 #   [rank R] collective #3 OP timed out after 2 s; waiting for ranks LIST
 set(SHC_CHECK_FAILURE ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/check_job_failure.py)
-function(shc_watchdog_test name op waiting)
+function(shc_watchdog_test name op waiting max_seconds)
   add_test(NAME ${name}
-    COMMAND ${SHC_CHECK_FAILURE} --code 5 --max-seconds 12
+    COMMAND ${SHC_CHECK_FAILURE} --code 5 --max-seconds ${max_seconds}
             --message "^\\[rank [0-9]+\\] collective #3 ${op} timed out after 2 s; waiting for ranks ${waiting}$"
             -- ${SHC_MPIEXEC} ${ARGN})
 endfunction()
-shc_watchdog_test(watchdog_np2 all_reduce "1"
+shc_watchdog_test(watchdog_np2 all_reduce "1" 12
   ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:watchdog_probe> 2 1)
-shc_watchdog_test(watchdog_np4 all_reduce "1, 3"
+shc_watchdog_test(watchdog_np4 all_reduce "1, 3" 12
   --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4 $<TARGET_FILE:watchdog_probe> 2 1,3)
 # In a sub-group (odd world ranks): the message still names world ranks.
-shc_watchdog_test(watchdog_group_np4 all_reduce "3"
+shc_watchdog_test(watchdog_group_np4 all_reduce "3" 12
   --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 4 $<TARGET_FILE:watchdog_probe> 2 3 --odd-group)
 # The Runtime's own barrier and string broadcast (used before any communicator exists).
-shc_watchdog_test(watchdog_runtime_np2 barrier "1"
+shc_watchdog_test(watchdog_runtime_np2 barrier "1" 12
   ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:watchdog_probe> 2 1 --runtime)
-set_tests_properties(watchdog_np2 watchdog_runtime_np2 PROPERTIES
+# An abort hook that never returns (an NCCL abort stuck behind a kernel) cannot keep the job alive.
+shc_watchdog_test(watchdog_stuck_abort_hook_np2 all_reduce "1" 24
+  ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:watchdog_probe> 2 1 --stuck-abort-hook)
+set_tests_properties(watchdog_np2 watchdog_runtime_np2 watchdog_stuck_abort_hook_np2 PROPERTIES
   ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 2)
 set_tests_properties(watchdog_np4 watchdog_group_np4 PROPERTIES
   ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 4)
