@@ -29,7 +29,7 @@ apt_packages=(
   libboost-program-options-dev libboost-log-dev
   libsentencepiece-dev sentencepiece
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev
+  nlohmann-json3-dev libxxhash-dev
   bible-kjv
 )
 missing=()
