@@ -9,6 +9,8 @@
 #include "parallel/mpi_communicator.h"
 #include "parallel/runtime.h"
 #ifdef SHC_WITH_NCCL
+#include <nccl.h>
+
 #include "parallel/nccl_communicator.h"
 #endif
 
@@ -209,6 +211,31 @@ bool nccl_available() {
 #else
   return false;
 #endif
+}
+
+std::string nccl_version() {
+#ifdef SHC_WITH_NCCL
+  // ncclGetVersion encodes major*10000 + minor*100 + patch since NCCL 2.9, major*1000 + ...
+  // before.
+  int code = 0;
+  if (ncclGetVersion(&code) != ncclSuccess) return "(version query failed)";
+  const int major = code >= 10000 ? code / 10000 : code / 1000;
+  const int minor = code >= 10000 ? code % 10000 / 100 : code % 1000 / 100;
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(code % 100);
+#else
+  return "not built";
+#endif
+}
+
+std::string library_versions() {
+  char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = {};
+  int length = 0;
+  MPI_Get_library_version(mpi, &length);
+  std::string mpi_version(mpi, static_cast<size_t>(length));
+  if (const auto newline = mpi_version.find('\n'); newline != std::string::npos) {
+    mpi_version.resize(newline);
+  }
+  return "MPI: " + mpi_version + "; NCCL: " + nccl_version();
 }
 
 std::unique_ptr<Communicator> make_communicator(const std::string& backend, c10::Device device,

@@ -138,5 +138,10 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend, c10:
 
 // Whether this build has the NCCL backend.
 bool nccl_available();
+// The MPI library's and NCCL's versions in one line, for provenance records (NCCL: "not built"
+// in a build without it).
+std::string library_versions();
+// The linked NCCL's version, e.g. "2.27.7", or "not built".
+std::string nccl_version();
 
 }  // namespace shc::parallel

@@ -106,16 +106,11 @@ void FullyShardedDataParallel::shard_unit(int64_t u, const NamedParameters& para
   const int64_t len = unit.padded / n, start = shard_comm_.rank() * len;
   auto shard = shard_comm_.zeros(len, unit.dtype);
   auto& runs = decayed_runs_.emplace_back();
-  for (size_t k = 0; k < unit.params.size(); ++k) {
-    // The part of parameter k inside this rank's [start, start + len) of the unit.
-    const int64_t begin = std::max(unit.offsets[k], start);
-    const int64_t end = std::min(unit.offsets[k] + unit.numels[k], start + len);
-    if (end <= begin) continue;
-    shard.narrow(0, begin - start, end - begin)
-        .copy_(unit.params[k].reshape({-1}).narrow(0, begin - unit.offsets[k], end - begin));
-    if (is_decayed_parameter(unit.names[k], unit.params[k])) {
-      runs.emplace_back(begin - start, end - begin);
-    }
+  for (const auto& run : shard_runs(u)) {
+    const auto& p = unit.params[run.parameter];
+    shard.narrow(0, run.shard_offset, run.numel)
+        .copy_(p.reshape({-1}).narrow(0, run.parameter_offset, run.numel));
+    if (is_decayed_parameter(run.name, p)) runs.emplace_back(run.shard_offset, run.numel);
   }
   if (from_rank0) {
     // Every rank starts from rank 0's parameters: its shard r goes to rank r of each group.
@@ -327,6 +322,21 @@ void FullyShardedDataParallel::zero_grad() {
       s.mutable_grad() = shard_comm_.zeros(s.numel(), s.scalar_type());
     }
   }
+}
+
+std::vector<FullyShardedDataParallel::ShardRun> FullyShardedDataParallel::shard_runs(
+    int64_t u) const {
+  const auto& unit = units_.at(u);
+  const int64_t len = unit.padded / shard_comm_.size(), start = shard_comm_.rank() * len;
+  std::vector<ShardRun> runs;
+  for (size_t k = 0; k < unit.names.size(); ++k) {
+    const int64_t begin = std::max(unit.offsets[k], start);
+    const int64_t end = std::min(unit.offsets[k] + unit.numels[k], start + len);
+    if (end <= begin) continue;
+    runs.push_back({int64_t(k), unit.names[k], unit.shapes[k], begin - unit.offsets[k],
+                    begin - start, end - begin});
+  }
+  return runs;
 }
 
 NamedParameters FullyShardedDataParallel::full_parameters() {

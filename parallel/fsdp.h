@@ -77,6 +77,22 @@ class FullyShardedDataParallel {
   double clip_grad_norm(double max_norm);
   void zero_grad();
 
+  // Where this rank's shard of unit u lies in the model: shard elements [shard_offset, shard_offset
+  // + numel) hold elements [parameter_offset, parameter_offset + numel) of the flattened parameter
+  // `name` of shape `shape` (padding belongs to no run). Checkpoints store the shards, and the
+  // optimizer state laid out like them, at global shape through these runs.
+  struct ShardRun {
+    int64_t parameter = 0;  // index in the unit's parameters (ShardedModel::unit_parameters)
+    std::string name;
+    std::vector<int64_t> shape;
+    int64_t parameter_offset = 0, shard_offset = 0, numel = 0;
+  };
+  std::vector<ShardRun> shard_runs(int64_t u) const;
+  // The ranks that hold the same shards as this one (hybrid: one per shard group; fsdp: 1) and
+  // this rank's index among them.
+  int replica_count() const { return replica_comm_ ? replica_comm_->size() : 1; }
+  int replica_index() const { return replica_comm_ ? replica_comm_->rank() : 0; }
+
   // The full parameters with their names, gathered unit by unit, in unit order (clones; for tests
   // and exporting).
   NamedParameters full_parameters();

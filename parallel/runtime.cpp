@@ -145,4 +145,40 @@ void Runtime::barrier() {
   watched("barrier", [&] { MPI_Barrier(comm_); });
 }
 
+std::vector<std::string> Runtime::gather_strings(const std::string& value, int root) {
+  if (value.size() > static_cast<size_t>(INT_MAX)) {
+    throw std::invalid_argument("gather_strings: string longer than INT_MAX bytes");
+  }
+  const int length = static_cast<int>(value.size());
+  std::vector<int> lengths(rank_ == root ? world_size_ : 0), displacements(lengths.size());
+  std::string all;
+  watched("gather_strings", [&] {
+    MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, root, comm_);
+    if (rank_ == root) {
+      int64_t total = 0;
+      for (int r = 0; r < world_size_; ++r) {
+        displacements[r] = static_cast<int>(total);
+        total += lengths[r];
+      }
+      // Byte displacements are ints in MPI: the records of a checkpoint are far smaller.
+      if (total > INT_MAX) throw std::length_error("gather_strings: more than INT_MAX bytes");
+      all.resize(static_cast<size_t>(total));
+    }
+    MPI_Gatherv(value.data(), length, MPI_CHAR, all.data(), lengths.data(), displacements.data(),
+                MPI_CHAR, root, comm_);
+  });
+  std::vector<std::string> out;
+  for (size_t r = 0; r < lengths.size(); ++r)
+    out.push_back(all.substr(displacements[r], lengths[r]));
+  return out;
+}
+
+std::vector<std::int64_t> Runtime::all_reduce_max(std::vector<std::int64_t> values) {
+  watched("all_reduce_max", [&] {
+    MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_INT64_T,
+                  MPI_MAX, comm_);
+  });
+  return values;
+}
+
 }  // namespace shc::parallel

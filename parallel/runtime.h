@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "parallel/watchdog.h"
 
@@ -46,6 +47,12 @@ class Runtime {
   void broadcast_string(std::string& value, int root = 0);
   // Collective over all ranks; watched like broadcast_string.
   void barrier();
+  // Collective over all ranks: root receives every rank's string, in rank order (other ranks get
+  // an empty vector). Watched like broadcast_string. Checkpoints gather each rank's file record.
+  std::vector<std::string> gather_strings(const std::string& value, int root = 0);
+  // Collective over all ranks: the elementwise maximum of `values` (same length on every rank),
+  // e.g. flags every rank must agree on (a rank that saw an error or a signal sets 1). Watched.
+  std::vector<std::int64_t> all_reduce_max(std::vector<std::int64_t> values);
   // The timeout of the watchdog over broadcast_string and barrier (default 600 s; <= 0 turns it
   // off). Call before the first of them, with the same value on every rank (jobs pass
   // --parallel.timeout_s); std::logic_error once the watchdog runs.

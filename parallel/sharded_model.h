@@ -2,7 +2,7 @@
 // unit u's output being unit u + 1's input. Each unit owns some parameters; FSDP keeps a flat
 // shard of each unit and gathers the unit only while it runs (parallel/fsdp.h). The transformer
 // implements it in parallel/transformer_units.h; a student model or a model built with the
-// library API implements the same four functions to be sharded the same way.
+// library API implements the same functions to be sharded the same way.
 #pragma once
 
 #include <torch/types.h>
@@ -35,6 +35,11 @@ class ShardedModel {
   // Runs unit u on the previous unit's output (unit 0: the token ids); the last unit returns the
   // logits.
   virtual torch::Tensor run_unit(int64_t u, const torch::Tensor& input) = 0;
+  // Training or evaluation behaviour (torch::nn::Module::train), e.g. whether a rank selector
+  // draws Gumbel noise.
+  virtual void set_training(bool training) = 0;
+  // Moves the whole model to `device` (a replicated runtime; a sharded one moves only shards).
+  virtual void to(const torch::Device& device) = 0;
 };
 
 // What a builder calls once unit u exists and is initialised, with its parameters: the runtime

@@ -21,6 +21,8 @@ class TransformerUnits final : public ShardedModel {
   torch::Tensor run_unit(int64_t u, const torch::Tensor& input) override {
     return model_->run_unit(u, input);
   }
+  void set_training(bool training) override { model_->train(training); }
+  void to(const torch::Device& device) override { model_->to(device); }
 
   const SHCTransformer& model() const { return model_; }
 
