@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <tuple>
 
 #include "checkpoints/checksum.h"
@@ -38,12 +39,6 @@ constexpr DtypeName kDtypes[] = {
     {"U8", at::kByte},    {"BOOL", at::kBool},
 };
 
-const char* dtype_name(at::ScalarType dtype) {
-  for (const auto& d : kDtypes)
-    if (d.dtype == dtype) return d.name;
-  return nullptr;
-}
-
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string text = "[";
   for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
@@ -68,6 +63,18 @@ void kill_if_fault_injected() {
 }
 
 }  // namespace
+
+const char* dtype_name(at::ScalarType dtype) {
+  for (const auto& d : kDtypes)
+    if (d.dtype == dtype) return d.name;
+  return nullptr;
+}
+
+std::optional<at::ScalarType> dtype_from_name(const std::string& name) {
+  for (const auto& d : kDtypes)
+    if (name == d.name) return d.dtype;
+  return std::nullopt;
+}
 
 std::vector<std::string> write_safetensors(const std::string& path, const NamedTensors& tensors,
                                            const Metadata& metadata) {
@@ -163,10 +170,9 @@ void SafetensorsFile::parse_header(const std::string& text, int64_t buffer_bytes
 
     const auto dtype = value.find("dtype");
     if (dtype == value.end() || !dtype->is_string()) bad("\"dtype\" is missing or not a string");
-    const auto known = std::find_if(std::begin(kDtypes), std::end(kDtypes),
-                                    [&](const auto& d) { return *dtype == d.name; });
-    if (known == std::end(kDtypes)) bad("unsupported dtype " + dtype->dump());
-    entry.dtype = known->dtype;
+    const auto known = dtype_from_name(dtype->get<std::string>());
+    if (!known) bad("unsupported dtype " + dtype->dump());
+    entry.dtype = *known;
 
     const auto shape = value.find("shape");
     if (shape == value.end() || !shape->is_array() ||

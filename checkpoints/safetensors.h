@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -37,6 +38,11 @@
 #include "file_io.h"
 
 namespace shc::checkpoints {
+
+// The safetensors name of a dtype ("F32", "BF16", ...), nullptr for a dtype the format lacks.
+const char* dtype_name(at::ScalarType dtype);
+// The dtype of a safetensors dtype name; nullopt for a name this reader does not support.
+std::optional<at::ScalarType> dtype_from_name(const std::string& name);
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 using Metadata = std::map<std::string, std::string>;

@@ -1,5 +1,5 @@
 // A downstream user of the installed package: build a small SHC model, run a forward pass, and
-// save its parameters to a safetensors file and read one back (SHC::checkpoints).
+// save its parameters to a safetensors file and read one back (SHC::checkpoint_files).
 #include <shc/checkpoints/safetensors.h>
 #include <shc/shc.h>
 
