@@ -66,7 +66,7 @@
 #include "bench/bench_util.h"
 #include "core/config.h"
 #include "core/transformer.h"
-#include "jobs/trainer.h"
+#include "jobs/train_step.h"
 #include "parallel/communicator.h"
 #include "parallel/ddp.h"
 #include "parallel/runtime.h"

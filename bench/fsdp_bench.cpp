@@ -43,7 +43,7 @@
 #include "core/config.h"
 #include "core/precision.h"
 #include "core/transformer.h"
-#include "jobs/trainer.h"
+#include "jobs/train_step.h"
 #include "parallel/communicator.h"
 #include "parallel/ddp.h"
 #include "parallel/fsdp.h"

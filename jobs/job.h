@@ -48,6 +48,11 @@ class Job {
   // Declares the job's own options, named "section.key" (e.g. "train.lr"); the same name is
   // `--train.lr` on the command line and `lr` under `[train]` in an INI file.
   virtual void add_options(po::options_description& options) const = 0;
+  // Options that may also be given as bare arguments, in order (e.g. `shc inspect PATH` for
+  // --path); most jobs have none.
+  virtual void add_positional(po::positional_options_description& positional) const {
+    (void)positional;
+  }
   // Runs with every option parsed and notified; returns the exit code (normally kExitOk).
   virtual int run(const po::variables_map& vm) = 0;
 };

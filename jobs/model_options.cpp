@@ -137,4 +137,32 @@ ModelConfig model_config_from(const po::variables_map& vm) {
   return config;
 }
 
+nlohmann::json model_config_to_json(const ModelConfig& config) {
+  nlohmann::json j = {{"name", config.name}, {"residual", to_string(config.residual)}};
+  for (const auto& f : fields()) {
+    std::visit([&](auto m) { j[f.name] = config.*m; }, f.member);
+  }
+  return j;
+}
+
+ModelConfig model_config_from_json(const nlohmann::json& j) {
+  ModelConfig config;
+  try {
+    config.name = j.at("name").get<std::string>();
+    config.residual = parse_residual_kind(j.at("residual").get<std::string>());
+    for (const auto& f : fields()) {
+      std::visit(
+          [&](auto m) {
+            using T = std::remove_reference_t<decltype(config.*m)>;
+            config.*m = j.at(f.name).get<T>();
+          },
+          f.member);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(std::string("model config: ") + e.what());
+  }
+  config.validate();
+  return config;
+}
+
 }  // namespace shc::jobs

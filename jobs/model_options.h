@@ -3,6 +3,7 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
 
 #include "core/config.h"
 
@@ -16,5 +17,11 @@ void add_model_options(boost::program_options::options_description& options);
 // get_config(model.preset), then every given model.<field>, then validate(). Throws
 // std::invalid_argument (an unknown preset or residual kind, or an invalid combination).
 ModelConfig model_config_from(const boost::program_options::variables_map& vm);
+
+// The config as JSON, {"name": ..., "residual": "shc", "<field>": value, ...} for every field of
+// the model.* options (checkpoint manifests, exports), and back. model_config_from_json throws
+// std::invalid_argument naming a missing or mistyped field, then validates.
+nlohmann::json model_config_to_json(const ModelConfig& config);
+ModelConfig model_config_from_json(const nlohmann::json& j);
 
 }  // namespace shc::jobs

@@ -1,52 +1,105 @@
-// The pieces of one optimizer step that every training job shares (train now, distill and the
-// parallel strategies later): the AdamW parameter groups, mixed precision, and gradient
-// accumulation over micro-batches.
+// The one training loop (SPEC §8): every training job (train, distill) runs its model through it.
+// It owns the data loaders, the parallel strategy (DDP, FSDP, hybrid), AdamW with warmup + cosine
+// schedule, gradient clipping and accumulation, precision, the NaN/Inf guard, validation, the
+// progress line and metrics.jsonl, checkpoint save and resume (checkpoints/), and preemption
+// (SIGUSR1/SIGTERM -> checkpoint -> exit 75). A job gives it a TrainingTask: how to build the
+// model (unit by unit, parallel/sharded_model.h) and the loss of one micro-batch, with any extra
+// metrics that loss reports.
 #pragma once
 
-#include <torch/nn/module.h>
-#include <torch/optim/adamw.h>
+#include <torch/types.h>
+#include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <functional>
-#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
-#include "core/transformer.h"
+#include "jobs/train_step.h"
+#include "parallel/sharded_model.h"
 
 namespace shc::jobs {
 
-enum class Precision { kFp32, kBf16 };
-Precision parse_precision(const std::string& name);  // "fp32" | "bf16", else invalid_argument
-
-struct AdamWSettings {
-  double lr = 3e-4;
-  double weight_decay = 0.1;
-  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+struct TrainerOptions {
+  std::string run_dir;
+  // train.*
+  int64_t max_steps = 200, stop_after_steps = 0;
+  uint64_t seed = 1234;
+  int64_t global_batch = 16, micro_batch = 0, seq_len = 128;
+  AdamWSettings adamw;
+  double min_lr_ratio = 0.1;
+  int64_t warmup_steps = 20;
+  double grad_clip = 1.0;
+  Precision precision = Precision::kFp32;
+  int64_t max_bad_steps = 3, eval_every = 50, eval_batches = 8, log_every = 10;
+  int threads = 0;
+  // parallel.*
+  std::string strategy = "ddp";
+  int shard_group_size = 0;
+  bool reshard_after_forward = true;
+  std::string backend = "auto";
+  double bucket_mb = 25.0, timeout_s = 600.0;
+  // data.*
+  std::string train_files, val_files;
+  // checkpoint.*
+  int64_t checkpoint_every = 0;
+  double checkpoint_every_minutes = 0;
+  int keep_last = 2;
+  int64_t keep_every = 0;
+  bool checkpoint_async = false;
+  std::string resume;  // "" = RUN_DIR/latest if any, "none", or a checkpoint directory
+  bool strict = false;
 };
 
-// AdamW with weight decay on matrices only (shc::is_decayed_parameter). Group 0 decays, group 1
-// does not.
-std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& model, const AdamWSettings& s);
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
+// Declares the run.*, train.*, parallel.*, data.* and checkpoint.* options.
+void add_trainer_options(boost::program_options::options_description& options);
+// Reads them; std::invalid_argument for values that cannot work (checked again against the world
+// size when training starts).
+TrainerOptions trainer_options_from(const boost::program_options::variables_map& vm);
 
-// The loss of one micro-batch (rows of seq_len + 1 tokens), e.g. the model's shifted cross
-// entropy, or a sharded runtime's forward.
-using MicroBatchLoss = std::function<torch::Tensor(const torch::Tensor& ids)>;
+// What a micro-batch's loss function returns: the loss to differentiate and named extra metrics
+// (detached scalars, e.g. {"kl", ...}), averaged over micro-batches and ranks into metrics.jsonl.
+struct MicroBatchResult {
+  torch::Tensor loss;
+  std::vector<std::pair<std::string, torch::Tensor>> metrics;
+};
+// The trained model's logits for token ids (batch, T): the replicated model's units one after the
+// other, or the sharded runtime's forward.
+using Forward = std::function<torch::Tensor(const torch::Tensor& ids)>;
+// The loss of one micro-batch (rows of seq_len + 1 tokens).
+using LossFunction =
+    std::function<MicroBatchResult(const Forward& forward, const torch::Tensor& ids)>;
 
-// Forward and backward over `batch` (rows of seq_len + 1 tokens) in micro-batches of
-// `micro_batch` rows. Each micro-batch loss is divided by the number of micro-batches, so the
-// accumulated gradient is that of the mean loss over the whole batch (equal micro-batches).
-// Returns that mean loss. Gradients are added to whatever .grad already holds.
-// `before_backward(last)` runs before each micro-batch's backward, `last` for the final one (data
-// parallelism reduces gradients only then). `before_forward(first_row)` runs before each
-// micro-batch's forward with the index of its first row in `batch` (the trainer keys the rank
-// selector's Gumbel noise by the rows' global sequence indices).
-double accumulate_gradients(const MicroBatchLoss& loss_of, const torch::Tensor& batch,
-                            int64_t micro_batch, Precision precision,
-                            const std::function<void(bool last)>& before_backward = {},
-                            const std::function<void(int64_t first_row)>& before_forward = {});
-// The same with the model's own loss, model->forward(ids, ids).
-double accumulate_gradients(SHCTransformer& model, const torch::Tensor& batch, int64_t micro_batch,
-                            Precision precision,
-                            const std::function<void(bool last)>& before_backward = {});
+// Where a micro-batch is in the run: its optimizer step and the global index of each row's
+// sequence (data/loader.h), the same whatever the world size and accumulation.
+struct MicroBatchInfo {
+  int64_t step = 0, max_steps = 0;
+  int64_t first_sequence = 0, rows = 0;
+};
+
+struct TrainingTask {
+  std::string model_family;     // recorded in checkpoints, e.g. "shc_transformer"
+  nlohmann::json model_config;  // recorded; resuming with a different one exits 3 naming fields
+  std::string model_summary;    // one line for the log
+  int64_t vocab_size = 0, max_seq_len = 0;
+  // The model, unit by unit; built after torch::manual_seed(train.seed), the same on every rank.
+  parallel::ShardedModelBuilder build;
+  LossFunction loss;
+  // Optional: runs before each training micro-batch's forward (e.g. anneal a temperature, key
+  // Gumbel noise by the rows' global sequence indices).
+  std::function<void(parallel::ShardedModel&, const MicroBatchInfo&)> before_micro_batch;
+  // The resolved options of the job, recorded as provenance.
+  nlohmann::json resolved_config;
+};
+
+// Runs the whole training (on every rank of the job); returns the exit code: kExitOk, or
+// kExitPreempted after a signal-triggered checkpoint. Errors are thrown (ExitError,
+// checkpoints::CheckpointError, data::DataError, std::invalid_argument).
+int train(const TrainerOptions& options, const TrainingTask& task);
+
+// The resolved options of a variables_map as JSON (provenance).
+nlohmann::json options_to_json(const boost::program_options::variables_map& vm);
 
 }  // namespace shc::jobs

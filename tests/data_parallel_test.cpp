@@ -14,7 +14,7 @@
 #include <map>
 #include <string>
 
-#include "jobs/trainer.h"
+#include "jobs/train_step.h"
 #include "parallel/communicator.h"
 #include "parallel/ddp.h"
 #include "parallel/fsdp.h"

@@ -15,7 +15,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "jobs/trainer.h"
+#include "jobs/train_step.h"
 #include "parallel/checking_communicator.h"
 #include "parallel/communication_thread.h"
 #include "parallel/communicator.h"

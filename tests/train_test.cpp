@@ -5,7 +5,7 @@
 #include <torch/torch.h>
 
 #include "jobs/lr_schedule.h"
-#include "jobs/trainer.h"
+#include "jobs/train_step.h"
 #include "tests/test_model_config.h"
 
 namespace shc::jobs {
