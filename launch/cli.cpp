@@ -15,10 +15,12 @@
 #include <nccl.h>
 #endif
 
+#include "checkpoints/errors.h"
 #include "data/errors.h"
 #include "jobs/job.h"
 #include "jobs/logging.h"
 #include "parallel/abort.h"
+#include "parallel/communicator.h"
 
 #ifndef SHC_VERSION
 #define SHC_VERSION "0.0.0"  // CMake defines the project version; this is for hand builds
@@ -97,18 +99,9 @@ void print_help(std::ostream& os) {
 void print_version(std::ostream& os) {
   os << "shc " << SHC_VERSION << "\n";
 #ifdef SHC_WITH_NCCL
-  // ncclGetVersion encodes major*10000 + minor*100 + patch since NCCL 2.9, major*1000 + ...
-  // before; report the library actually loaded next to the header it was built with.
-  int code = 0;
-  os << "NCCL ";
-  if (ncclGetVersion(&code) == ncclSuccess) {
-    const int major = code >= 10000 ? code / 10000 : code / 1000;
-    const int minor = code >= 10000 ? code % 10000 / 100 : code % 1000 / 100;
-    os << major << "." << minor << "." << code % 100;
-  } else {
-    os << "(version query failed)";
-  }
-  os << " (built with " << NCCL_MAJOR << "." << NCCL_MINOR << "." << NCCL_PATCH << ")\n";
+  // The library actually loaded, next to the header it was built with.
+  os << "NCCL " << parallel::nccl_version() << " (built with " << NCCL_MAJOR << "." << NCCL_MINOR
+     << "." << NCCL_PATCH << ")\n";
 #endif
 }
 
@@ -210,6 +203,8 @@ ReadyJob prepare_job(const jobs::JobInfo& info, const std::vector<std::string>& 
   po::options_description job_options(info.name + " options", jobs::kHelpLineLength,
                                       jobs::kHelpLineLength / 2);
   job->add_options(job_options);
+  po::positional_options_description positional;
+  job->add_positional(positional);
 
   // What an INI file may set, and what the command line may set (that plus --config, --help).
   po::options_description file_options;
@@ -234,6 +229,7 @@ ReadyJob prepare_job(const jobs::JobInfo& info, const std::vector<std::string>& 
   const po::parsed_options command_line =
       po::command_line_parser(with_bool_values(args, cli_options))
           .options(cli_options)
+          .positional(positional)
           .style(style)
           .allow_unregistered()
           .run();
@@ -279,6 +275,9 @@ Failure describe(std::exception_ptr error) {
     return {e.code(), e.what(), false};
   } catch (const data::DataError& e) {
     // Bad data, whichever job met it: the message names the file (SPEC §8, exit 3).
+    return {jobs::kExitData, e.what(), false};
+  } catch (const checkpoints::CheckpointError& e) {
+    // A checkpoint that cannot be written or read (SPEC §8, exit 3); the message names the file.
     return {jobs::kExitData, e.what(), false};
   } catch (const std::filesystem::filesystem_error& e) {
     // I/O counts with data (exit 3): an unwritable run directory, a missing file.

@@ -1,0 +1,52 @@
+// Trained models as files (SPEC §7 export, §8): reading the model out of a checkpoint written by
+// any world size and strategy, or out of an export; writing an export. Every job that loads a
+// model (export, inspect, and the jobs that generate, evaluate or distil from one) goes through
+// here.
+//
+// An export is one safetensors file (https://github.com/huggingface/safetensors) that Python
+// reads without this project: each parameter under its model name (e.g. "tok_embeddings.weight",
+// "blocks.0.attn.q_proj.weight", the names of SHCTransformer::named_parameters()) at its full
+// shape, fp32 by default; metadata "format" = "shc-export", "format_version", "model_family",
+// "model_config" (JSON), "step", "tokenizer", "eos_id". The config is also written beside it as
+// FILE.json (FILE.safetensors -> FILE.json).
+#pragma once
+
+#include <torch/types.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/transformer.h"
+
+namespace shc::jobs {
+
+inline constexpr int kExportFormatVersion = 1;
+
+struct StoredModel {
+  std::string family;  // "shc_transformer"
+  nlohmann::json config;
+  int64_t step = 0;
+  std::string tokenizer;  // what the training data was prepared with, e.g. "byte:v1"
+  int64_t eos_id = -1;
+  std::vector<std::pair<std::string, torch::Tensor>> parameters;  // full shape, stored dtype
+};
+
+// From a checkpoint directory (its manifest; every piece's checksum verified), a run directory
+// (its latest checkpoint) or an export file. checkpoints::CheckpointError naming the file on any
+// problem.
+StoredModel read_stored_model(const std::string& path);
+
+// Writes `model` as an export at `path` (parameters converted to `dtype`) and its config beside
+// it; both written atomically.
+void write_export(const std::string& path, const StoredModel& model, torch::Dtype dtype);
+// Where write_export puts the config: `path` with its extension replaced by ".json".
+std::string export_config_path(const std::string& path);
+
+// An SHCTransformer (fp32, CPU) holding the stored parameters. std::invalid_argument for another
+// family, CheckpointError for a parameter that is missing or of another shape.
+SHCTransformer load_transformer(const StoredModel& model);
+
+}  // namespace shc::jobs
