@@ -226,13 +226,12 @@ ReadyJob prepare_job(const jobs::JobInfo& info, const std::vector<std::string>& 
 
   const auto style = po::command_line_style::default_style &
                      ~po::command_line_style::allow_guessing;  // no silent prefix matches
-  const po::parsed_options command_line =
-      po::command_line_parser(with_bool_values(args, cli_options))
-          .options(cli_options)
-          .positional(positional)
-          .style(style)
-          .allow_unregistered()
-          .run();
+  po::command_line_parser parser(with_bool_values(args, cli_options));
+  parser.options(cli_options).style(style).allow_unregistered();
+  // Only jobs that take bare arguments get a positional map: for the others a bare word stays
+  // unregistered, and reject_unknown names it.
+  if (positional.max_total_count() > 0) parser.positional(positional);
+  const po::parsed_options command_line = parser.run();
   reject_unknown(command_line, cli_options, "");
 
   // po::store keeps the first value it sees for an option, so precedence is set by the order:

@@ -66,6 +66,15 @@ def step_dirs(run):
     return sorted(d for d in os.listdir(os.path.join(run, "checkpoints")) if d.startswith("step_"))
 
 
+def flip_byte(path):
+    """Inverts one byte in the middle of a file (inside the tensor data of a shard)."""
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
 def interrupted_equals_uninterrupted(np, *args):
     """Train 6 steps in one go, and 3 + 3 with a stop and a rerun of the same command: the same
     losses, bit for bit (CPU, same world size and strategy)."""
@@ -141,12 +150,7 @@ elif scenario == "crash_during_write":
 elif scenario == "corruption":
     run = os.path.join(work, "run")
     train(run, "--train.max_steps", "4", "--checkpoint.every", "2")
-    shard = os.path.join(run, "checkpoints", "step_4", "rank00000.safetensors")
-    with open(shard, "r+b") as f:  # flip one byte in the middle of the tensor data
-        f.seek(os.path.getsize(shard) // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    flip_byte(os.path.join(run, "checkpoints", "step_4", "rank00000.safetensors"))
     inspect = subprocess.run([shc, "inspect", os.path.join(run, "checkpoints", "step_4")],
                              capture_output=True, text=True)
     assert inspect.returncode == 3, inspect
@@ -174,6 +178,16 @@ elif scenario == "corruption":
     other = train(run, "--train.max_steps", "8", "--model.ffn_dim", "512", check=False)
     assert other.returncode == 3, other.stderr[-2000:]
     assert "ffn_dim: 384 in the checkpoint, 512 now" in other.stderr, other.stderr[-2000:]
+    # Under fsdp each rank reads only its own pieces: a byte flipped in rank 1's file is found by
+    # rank 1 alone, both ranks fall back together, and rank 0's console says why.
+    sharded = os.path.join(work, "sharded")
+    fsdp = ["--parallel.strategy", "fsdp"]
+    train(sharded, "--train.max_steps", "4", "--checkpoint.every", "2", *fsdp, np=2)
+    flip_byte(os.path.join(sharded, "checkpoints", "step_4", "rank00001.safetensors"))
+    both = train(sharded, "--train.max_steps", "6", *fsdp, np=2)
+    assert re.search(r"\[rank 0\] error: checksum mismatch in '.*step_4/rank00001.safetensors'"
+                     r".*falling back", both.stderr), both.stderr[-3000:]
+    assert re.search(r"resuming from \S+step_2 at step 2", both.stderr), both.stderr[-3000:]
     missing = train(run, "--checkpoint.resume", os.path.join(work, "nowhere"), check=False)
     assert missing.returncode == 3 and "nowhere" in missing.stderr, missing.stderr[-2000:]
     print("corruption is detected, named, and falls back (or exits 3 when strict)")

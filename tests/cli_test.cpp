@@ -25,6 +25,7 @@ struct Seen {
   int value = 0;
   bool flag = false;
   shc::ModelConfig model;
+  std::string path;
 };
 Seen g_seen;
 
@@ -46,6 +47,23 @@ class EchoJob : public shc::jobs::Job {
   }
 };
 SHC_REGISTER_JOB(EchoJob, "echo", "test job that records its options");
+
+// A job with a bare argument, like `shc inspect PATH`.
+class EchoPathJob : public shc::jobs::Job {
+ public:
+  void add_options(po::options_description& options) const override {
+    options.add_options()("path", po::value<std::string>()->required(), "a path");
+  }
+  void add_positional(po::positional_options_description& positional) const override {
+    positional.add("path", 1);
+  }
+  int run(const po::variables_map& vm) override {
+    g_seen.ran = true;
+    g_seen.path = vm["path"].as<std::string>();
+    return shc::jobs::kExitOk;
+  }
+};
+SHC_REGISTER_JOB(EchoPathJob, "echo_path", "test job with a bare argument");
 
 class EchoModelJob : public shc::jobs::Job {
  public:
@@ -183,6 +201,18 @@ TEST_F(CliTest, UnknownCommandLineOptionSuggestsTheClosest) {
 TEST_F(CliTest, StrayArgumentIsAUsageError) {
   EXPECT_EQ(cli({"echo", "stray"}), 2);
   EXPECT_TRUE(contains(err_, "unexpected argument 'stray'")) << err_;
+}
+
+TEST_F(CliTest, BareArgumentOfAJobThatTakesOne) {
+  EXPECT_EQ(cli({"echo_path", "some/dir"}), 0);
+  EXPECT_EQ(g_seen.path, "some/dir");
+  EXPECT_EQ(cli({"echo_path", "--path", "other"}), 0);
+  EXPECT_EQ(g_seen.path, "other");
+  g_seen = {};
+  EXPECT_EQ(cli({"echo_path", "a", "b"}), 2);
+  EXPECT_FALSE(g_seen.ran);
+  EXPECT_EQ(cli({"echo_path"}), 2);
+  EXPECT_TRUE(contains(err_, "the option '--path' is required")) << err_;
 }
 
 TEST_F(CliTest, UnknownKeyInConfigFileNamesTheFile) {
