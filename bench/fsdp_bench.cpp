@@ -1,7 +1,7 @@
 // FSDP benchmark (issue 7; SPEC §5, §12). Not a test: run it by hand under mpirun, e.g.
 //   mpirun -np 2 --bind-to core build/bin/fsdp_bench --out runs/bench/fsdp_bench.json
-//   mpirun -np 4 --oversubscribe --bind-to none build/bin/fsdp_bench --preset 500m --batch 1 \
-//       --steps 1 --warmup 0 --configs zero3 --out runs/bench/fsdp_500m.json
+//   mpirun -np 4 --oversubscribe --bind-to none build/bin/fsdp_bench --preset 500m --batch 1
+//       --steps 1 --warmup 0 --configs zero3 --out runs/bench/fsdp_500m.json   (one line)
 // (as root, OpenMPI also wants OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1).
 //
 // Every configuration trains the preset (default `small`) for --warmup + --steps steps on random

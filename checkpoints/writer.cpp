@@ -86,9 +86,19 @@ void CheckpointWriter::save(int64_t step, const RankState& state, json run) {
   run_ = std::move(run);
   pending_ = true;
   written_ = false;
+  record_.clear();
   if (options_.async) {
-    thread_ = std::thread([this, host = copy_to_host(state)] {
-      write_rank_file(host);
+    std::promise<void> snapshot;
+    snapshot_ = snapshot.get_future();
+    thread_ = std::thread([this, state, snapshot = std::move(snapshot)]() mutable {
+      RankState host;
+      try {
+        host = copy_to_host(state);
+      } catch (const std::exception& e) {
+        record_ = json{{"rank", rank_}, {"error", std::string("copy to host: ") + e.what()}}.dump();
+      }
+      snapshot.set_value();
+      if (record_.empty()) write_rank_file(host);
       written_ = true;
     });
   } else {
@@ -97,6 +107,14 @@ void CheckpointWriter::save(int64_t step, const RankState& state, json run) {
     commit();
   }
   last_blocking_seconds_ =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void CheckpointWriter::wait_for_snapshot() {
+  if (!snapshot_.valid()) return;
+  const auto start = std::chrono::steady_clock::now();
+  snapshot_.get();
+  last_blocking_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
@@ -142,6 +160,7 @@ void CheckpointWriter::write_rank_file(const RankState& state) {
 void CheckpointWriter::commit() {
   if (!pending_) return;
   if (thread_.joinable()) thread_.join();
+  if (snapshot_.valid()) snapshot_.get();
   auto& runtime = parallel::Runtime::instance();
   const auto records = runtime.gather_strings(record_);
   pending_ = false;

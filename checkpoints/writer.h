@@ -1,8 +1,9 @@
 // Saving a checkpoint from every rank (SPEC §7 commit protocol):
 //   1. rank 0 creates RUN_DIR/checkpoints/.tmp-<N>/ (barrier);
 //   2. every rank writes and fsyncs its rank<R>.safetensors — on the calling thread, or with
-//      async = true on a background thread from a host copy taken first, so training blocks only
-//      for that copy;
+//      async = true on a background thread that first copies the state to host memory and then
+//      writes the copy; training continues meanwhile and waits (wait_for_snapshot) only before
+//      it next changes the state, i.e. only for what is left of the copy by then;
 //   3. commit (collective): rank 0 gathers every rank's record (pieces, checksums, or the error
 //      it met), fsyncs the directory, writes manifest.json last, renames .tmp-<N> to step_<N>
 //      (atomically replacing an existing step_<N>), fsyncs, points `latest` at it (write-then-
@@ -15,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -39,8 +41,12 @@ class CheckpointWriter {
 
   // Collective. Commits the previous save first (waiting for its write), then saves `state` as
   // step `step` with `run` as the manifest's run record. Synchronous: returns once committed.
-  // Async: returns once the state is copied to host memory; commit() finishes it later.
+  // Async: returns at once; the tensors of `state` must not change until wait_for_snapshot()
+  // returns, and commit() finishes the save later.
   void save(int64_t step, const RankState& state, nlohmann::json run);
+  // Returns once the pending async save holds its own host copy of the state (at once when none
+  // is pending): call it before changing parameters or optimizer state.
+  void wait_for_snapshot();
   // True while a save is written or waits for its commit.
   bool pending() const { return pending_; }
   // True when this rank's part of the pending save is written (or failed).
@@ -50,7 +56,7 @@ class CheckpointWriter {
   void commit();
   // The directory of the last committed checkpoint ("" before the first).
   const std::string& last_committed() const { return last_committed_; }
-  // Seconds the caller was blocked by the last save() (the copy for async saves).
+  // Seconds the caller was blocked by the last save() and wait_for_snapshot().
   double last_blocking_seconds() const { return last_blocking_seconds_; }
 
  private:
@@ -63,6 +69,7 @@ class CheckpointWriter {
   nlohmann::json run_;
   bool pending_ = false;
   std::atomic<bool> written_{false};
+  std::future<void> snapshot_;  // ready once the background thread holds its host copy
   std::string record_;  // this rank's JSON record for the manifest, or {"error": ...}
   std::thread thread_;
   std::string last_committed_;

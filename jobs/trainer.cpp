@@ -628,6 +628,7 @@ void Trainer::train_step(int64_t step) {
     optimizer_->zero_grad();
   } else {
     bad_steps_ = 0;
+    writer_->wait_for_snapshot();  // an async save still copying what this step changes
     if (fsdp_) fsdp_->apply_weight_decay(lr, o_.adamw.weight_decay);
     optimizer_->step();
   }
