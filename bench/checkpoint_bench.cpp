@@ -11,9 +11,9 @@
 // A save writes the model's fp32 parameters and AdamW's two moments (12 bytes per parameter)
 // through the same CheckpointWriter `shc train` uses (temp dir, fsync, manifest, rename, latest).
 // The disk's speed is `dd if=/dev/zero bs=16M conv=fsync` of the same number of bytes into the
-// same directory, in the same run, before and after the saves. Loads read back the latest checkpoint with checksums verified;
-// when this process may write /proc/sys/vm/drop_caches the page cache is dropped first (else the
-// load figure is from memory, and the report says so).
+// same directory, in the same run, before and after the saves. Loads read back the latest
+// checkpoint with checksums verified; when this process may write /proc/sys/vm/drop_caches the page
+// cache is dropped first (else the load figure is from memory, and the report says so).
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -56,8 +56,8 @@ int64_t directory_bytes(const std::string& dir) {
 double dd_bytes_per_second(const std::string& dir, int64_t bytes) {
   const std::string file = dir + "/dd.bin";
   const int64_t blocks = std::max<int64_t>(1, bytes >> 24);
-  const std::string command = "dd if=/dev/zero of=" + file + " bs=16M count=" +
-                              std::to_string(blocks) + " conv=fsync status=none";
+  const std::string command = "dd if=/dev/zero of=" + file +
+                              " bs=16M count=" + std::to_string(blocks) + " conv=fsync status=none";
   const auto start = Clock::now();
   if (std::system(command.c_str()) != 0) throw std::runtime_error("failed: " + command);
   const double seconds = seconds_since(start);
@@ -83,11 +83,16 @@ int main(int argc, char** argv) {
         argc, argv,
         "usage: checkpoint_bench [--preset small] [--dir DIR] [--repeats 3] [--out FILE.json]",
         [&](const std::string& key, const std::string& value) {
-          if (key == "--preset") preset = value;
-          else if (key == "--dir") dir = value;
-          else if (key == "--repeats") repeats = std::stoi(value);
-          else if (key == "--out") out = value;
-          else return false;
+          if (key == "--preset")
+            preset = value;
+          else if (key == "--dir")
+            dir = value;
+          else if (key == "--repeats")
+            repeats = std::stoi(value);
+          else if (key == "--out")
+            out = value;
+          else
+            return false;
           return true;
         });
   } catch (const shc::bench::HelpRequested& help) {
@@ -132,8 +137,8 @@ int main(int argc, char** argv) {
       writer.commit();
       total.push_back(seconds_since(start));
     }
-    const auto worst = shc::bench::over_ranks(
-        {shc::bench::median(blocking), shc::bench::median(total)}, MPI_MAX);
+    const auto worst =
+        shc::bench::over_ranks({shc::bench::median(blocking), shc::bench::median(total)}, MPI_MAX);
     return std::make_pair(worst[0], worst[1]);
   };
 

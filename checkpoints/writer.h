@@ -70,7 +70,7 @@ class CheckpointWriter {
   bool pending_ = false;
   std::atomic<bool> written_{false};
   std::future<void> snapshot_;  // ready once the background thread holds its host copy
-  std::string record_;  // this rank's JSON record for the manifest, or {"error": ...}
+  std::string record_;          // this rank's JSON record for the manifest, or {"error": ...}
   std::thread thread_;
   std::string last_committed_;
   double last_blocking_seconds_ = 0;

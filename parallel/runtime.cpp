@@ -110,6 +110,7 @@ void Runtime::finalize() {
 }
 
 void Runtime::set_collective_timeout(double seconds) {
+  if (watchdog_ && seconds == watchdog_options_.timeout_s) return;  // e.g. a second job run
   if (watchdog_) {
     throw std::logic_error(
         "Runtime::set_collective_timeout: call it before the first barrier or broadcast_string");

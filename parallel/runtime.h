@@ -55,7 +55,7 @@ class Runtime {
   std::vector<std::int64_t> all_reduce_max(std::vector<std::int64_t> values);
   // The timeout of the watchdog over broadcast_string and barrier (default 600 s; <= 0 turns it
   // off). Call before the first of them, with the same value on every rank (jobs pass
-  // --parallel.timeout_s); std::logic_error once the watchdog runs.
+  // --parallel.timeout_s); std::logic_error for another value once the watchdog runs.
   void set_collective_timeout(double seconds);
   // Stops the collective watchdogs, then MPI_Finalize (if Runtime initialised MPI). Idempotent;
   // runs automatically at exit.

@@ -66,6 +66,15 @@ def step_dirs(run):
     return sorted(d for d in os.listdir(os.path.join(run, "checkpoints")) if d.startswith("step_"))
 
 
+def last_step(metrics):
+    """The step of the last complete record of a metrics.jsonl being written, -1 if none yet."""
+    try:
+        lines = open(metrics).read().split("\n")[:-1]  # complete lines only
+        return json.loads(lines[-1])["step"] if lines else -1
+    except FileNotFoundError:
+        return -1
+
+
 def flip_byte(path):
     """Inverts one byte in the middle of a file (inside the tensor data of a shard)."""
     with open(path, "r+b") as f:
@@ -215,6 +224,11 @@ elif scenario == "retention_async_rerun":
     extended = train(sync, "--train.max_steps", "9")
     assert "schedule now ends at step 9" in extended.stderr, extended.stderr[-2000:]
     assert len(losses(sync)) == 9
+    # A time trigger: with every_minutes tiny, every step is saved.
+    timed = os.path.join(work, "timed")
+    train(timed, "--train.max_steps", "3", "--checkpoint.every_minutes", "1e-6",
+          "--checkpoint.keep_last", "5")
+    assert step_dirs(timed) == ["step_1", "step_2", "step_3"], step_dirs(timed)
     # A directory with metrics but no checkpoint starts fresh and keeps the old file aside.
     fresh = os.path.join(work, "fresh")
     os.makedirs(fresh)
@@ -273,19 +287,23 @@ elif scenario == "disk_full":
     run = os.path.join(work, "run")
     train(run, "--train.max_steps", "400", "--train.stop_after_steps", "2")
     size = os.path.getsize(os.path.join(run, "checkpoints", "step_2", "rank00000.safetensors"))
-    process = subprocess.Popen([shc, "train", "--run.dir", run] + COMMON +
-                               ["--train.max_steps", "400", "--checkpoint.every", "40"],
-                               stderr=subprocess.PIPE, text=True)
-    metrics = os.path.join(run, "metrics.jsonl")
-    while process.poll() is None and (not os.path.exists(metrics) or
-                                      json.loads(open(metrics).readlines()[-1])["step"] < 4):
-        time.sleep(0.01)
-    resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (size // 2, size // 2))
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 3, (process.returncode, stderr[-2000:])
-    assert "File too large" in stderr and "is unchanged" in stderr, stderr[-2000:]
-    assert latest(run) == "checkpoints/step_2"
-    assert step_dirs(run) == ["step_2"]
+    for mode in ("sync", "async"):
+        # The async save fails on its background thread; the job exits 3 at a step boundary.
+        # (The test watches metrics.jsonl for the resumed run's steps: start it empty.)
+        os.remove(os.path.join(run, "metrics.jsonl"))
+        process = subprocess.Popen([shc, "train", "--run.dir", run] + COMMON +
+                                   ["--train.max_steps", "400", "--checkpoint.every", "40",
+                                    "--checkpoint.async", str(mode == "async").lower()],
+                                   stderr=subprocess.PIPE, text=True)
+        metrics = os.path.join(run, "metrics.jsonl")
+        while process.poll() is None and last_step(metrics) < 4:
+            time.sleep(0.01)
+        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (size // 2, size // 2))
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 3, (mode, process.returncode, stderr[-2000:])
+        assert "File too large" in stderr and "is unchanged" in stderr, stderr[-2000:]
+        assert latest(run) == "checkpoints/step_2"
+        assert step_dirs(run) == ["step_2"]
     print("a full disk during a save leaves latest at the previous checkpoint and exits 3")
 
 elif scenario == "export":
