@@ -3,7 +3,8 @@
 # Bible (Debian's bible-kjv, public domain, 4.4 MB) into byte-level HDF5 shards, and trains the
 # tiny SHC model on it for a few minutes (configs/demo_tiny.ini) with data parallelism over two
 # MPI ranks (mpirun -np 2, one core each). Validation loss is logged before the first step and
-# every 100 steps; everything lands in runs/demo/.
+# every 100 steps, a checkpoint every 200 (rerunning the train command resumes); everything lands
+# in runs/demo/.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/scripts/setup.sh"
