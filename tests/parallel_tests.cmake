@@ -101,6 +101,13 @@ add_test(NAME failure_run_dir_np2
           --run.dir ${SHC_FAILURE_DIR}/blocker/run --data.train unused.h5 --model.preset tiny)
 set_tests_properties(failure_ddp_thread_np2 failure_data_one_rank_np2 failure_run_dir_np2
   PROPERTIES ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 120 PROCESSORS 2)
+# A run directory that is another directory on rank 1 (a private mount over the same path, as on
+# nodes without a shared filesystem): exit 3 at start, saying so (skipped without mount rights).
+add_test(NAME failure_unshared_run_dir_np2
+  COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/shared_run_dir_test.sh $<TARGET_FILE:shc>
+          ${SHC_FAILURE_DIR})
+set_tests_properties(failure_unshared_run_dir_np2 PROPERTIES
+  ENVIRONMENT "${SHC_PARALLEL_TEST_ENV}" TIMEOUT 180 PROCESSORS 2 SKIP_RETURN_CODE 77)
 
 # `shc selftest` on the CPU: every check passes on 1 and 2 ranks; with --selftest.abort_path the
 # last rank's failure ends the job with exit 1 within 30 s.
