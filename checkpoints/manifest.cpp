@@ -62,7 +62,8 @@ Manifest Manifest::from_json(const json& j) {
 }
 
 void write_manifest(const std::string& dir, const Manifest& manifest) {
-  const std::string body = manifest.to_json().dump(1);
+  // Invalid UTF-8 (e.g. a path or command line in another encoding) is replaced, not fatal.
+  const std::string body = manifest.to_json().dump(1, ' ', false, json::error_handler_t::replace);
   const std::string text = "{\"checksum\": \"" + checksum(body.data(), body.size()) +
                            "\",\n\"manifest\": " + body + "}\n";
   write_file_atomically(dir + "/" + kManifestFile, text);
@@ -80,7 +81,8 @@ Manifest read_manifest(const std::string& dir) {
   }
   try {
     // The checksum covers the manifest exactly as written: its own serialisation.
-    const std::string body = outer.at("manifest").dump(1);
+    const std::string body =
+        outer.at("manifest").dump(1, ' ', false, json::error_handler_t::replace);
     if (checksum(body.data(), body.size()) != outer.at("checksum").get<std::string>()) {
       throw CheckpointError("checksum mismatch in manifest '" + path + "'");
     }

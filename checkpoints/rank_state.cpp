@@ -66,10 +66,12 @@ RankState sharded_state(const parallel::FullyShardedDataParallel& fsdp,
 }
 
 int64_t optimizer_step(torch::optim::AdamW& optimizer) {
+  // The largest: a parameter that never had a gradient keeps the step of its state's creation.
+  int64_t step = 0;
   for (const auto& [key, state] : optimizer.state()) {
-    return static_cast<const torch::optim::AdamWParamState&>(*state).step();
+    step = std::max(step, static_cast<const torch::optim::AdamWParamState&>(*state).step());
   }
-  return 0;
+  return step;
 }
 
 void set_optimizer_step(torch::optim::AdamW& optimizer, int64_t step) {

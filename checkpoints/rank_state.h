@@ -46,7 +46,8 @@ RankState replicated_state(const parallel::NamedParameters& parameters,
 RankState sharded_state(const parallel::FullyShardedDataParallel& fsdp,
                         torch::optim::AdamW& optimizer);
 
-// AdamW's step count (the same for every parameter after any step); 0 before the first.
+// AdamW's step count: the largest over the parameters (LibTorch's AdamW skips a parameter without
+// a gradient); 0 before the first step.
 int64_t optimizer_step(torch::optim::AdamW& optimizer);
 // Sets every parameter's step count (after loading the moments).
 void set_optimizer_step(torch::optim::AdamW& optimizer, int64_t step);

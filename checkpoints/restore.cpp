@@ -149,13 +149,15 @@ std::optional<Resumed> resume(std::vector<std::string> candidates, bool strict,
       error = e.what();
     }
     if (error = failed_anywhere(error); error.empty()) {
-      check(resumed.manifest);
       try {
+        check(resumed.manifest);
         load_into(dir, resumed.manifest, state, rank);
       } catch (const CheckpointError& e) {
         error = e.what();
       } catch (const c10::Error& e) {
         error = "cannot load checkpoint '" + dir + "': " + e.what_without_backtrace();
+      } catch (const nlohmann::json::exception& e) {
+        error = "corrupt manifest in '" + dir + "': " + e.what();
       }
       error = failed_anywhere(error);
     }

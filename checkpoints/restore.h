@@ -37,9 +37,11 @@ struct Resumed {
 // Collective. Tries rank 0's `candidates` in order and loads the first that every rank reads
 // without error; all ranks take the same decision. For each one that fails, `report` receives (on
 // rank 0) what every failing rank met, e.g. "checksum mismatch in '.../rank00001.safetensors'
-// tensor 'model/...'". `check` runs on each manifest before any tensor is read and throws (e.g. a
-// different model config) to stop the resume outright rather than fall back. With `strict`, the
-// first failure throws CheckpointError instead of falling back. nullopt when none loads.
+// tensor 'model/...'". `check` runs on each manifest before any tensor is read: a CheckpointError
+// or a JSON error from it counts as corruption (fall back); anything else (e.g. an ExitError for
+// a different model config) stops the resume outright. With `strict`, the first failure throws
+// CheckpointError instead of falling back. nullopt when none loads; `state` may then hold parts
+// of a failed attempt.
 std::optional<Resumed> resume(std::vector<std::string> candidates, bool strict,
                               const std::function<void(const Manifest&)>& check, RankState& state,
                               int rank, const std::function<void(const std::string&)>& report);

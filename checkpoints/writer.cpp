@@ -69,9 +69,15 @@ void CheckpointWriter::save(int64_t step, const RankState& state, json run) {
   if (rank_ == 0) {
     try {
       fs::create_directories(checkpoints_dir(run_dir_));
-      // Leftovers of saves that never committed (a crash) are garbage: nothing refers to them.
+      // Leftovers of saves that never committed, or of a replacement cut short (a crash), are
+      // garbage: nothing refers to them.
       for (const auto& entry : fs::directory_iterator(checkpoints_dir(run_dir_))) {
-        if (entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(entry.path());
+        const std::string name = entry.path().filename().string();
+        const std::string replaced = ".replaced";
+        const bool is_replaced =
+            name.rfind("step_", 0) == 0 && name.size() > replaced.size() &&
+            name.compare(name.size() - replaced.size(), replaced.size(), replaced) == 0;
+        if (name.rfind(".tmp-", 0) == 0 || is_replaced) fs::remove_all(entry.path());
       }
       fs::create_directory(temporary_dir(run_dir_, step));
     } catch (const std::exception& e) {
@@ -84,6 +90,7 @@ void CheckpointWriter::save(int64_t step, const RankState& state, json run) {
 
   step_ = step;
   run_ = std::move(run);
+  warning_.clear();
   pending_ = true;
   written_ = false;
   record_.clear();
@@ -202,14 +209,31 @@ void CheckpointWriter::commit() {
       fsync_path(tmp);
       write_manifest(tmp, manifest);
       install_directory(tmp, dir);
-      fsync_path(checkpoints_dir(run_dir_));
-      write_latest(run_dir_, dir);
-      apply_retention(run_dir_, options_.keep_last, options_.keep_every, dir);
     } catch (const std::exception& e) {
       outcome = "checkpoint step " + std::to_string(step_) + " was not saved (" +
                 latest_file(run_dir_) + " is unchanged): " + e.what();
       std::error_code ignored;
       fs::remove_all(tmp, ignored);
+    }
+    if (outcome.empty()) {
+      // The checkpoint is complete under its final name; what remains is to point `latest` at
+      // it (a resume also finds it without: it is the newest step_* directory).
+      try {
+        fsync_path(checkpoints_dir(run_dir_));
+        write_latest(run_dir_, dir);
+      } catch (const std::exception& e) {
+        outcome = "checkpoint step " + std::to_string(step_) + " was saved to " + dir + ", but " +
+                  latest_file(run_dir_) + " could not be updated: " + e.what();
+      }
+    }
+    if (outcome.empty()) {
+      // Retention is housekeeping: a directory that cannot be removed (e.g. an NFS .nfs* file
+      // still open) is reported, not fatal.
+      try {
+        apply_retention(run_dir_, options_.keep_last, options_.keep_every, dir);
+      } catch (const std::exception& e) {
+        warning_ = std::string("retention after step ") + std::to_string(step_) + ": " + e.what();
+      }
     }
   }
   runtime.broadcast_string(outcome);

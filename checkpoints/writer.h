@@ -54,6 +54,9 @@ class CheckpointWriter {
   // Collective: waits for this rank's write, then commits (protocol step 3). CheckpointError on
   // every rank when any rank failed; `latest` is then unchanged. No-op without a pending save.
   void commit();
+  // What went wrong in housekeeping after the last commit (rank 0; "" if nothing), e.g. an old
+  // checkpoint that retention could not remove.
+  const std::string& warning() const { return warning_; }
   // The directory of the last committed checkpoint ("" before the first).
   const std::string& last_committed() const { return last_committed_; }
   // Seconds the caller was blocked by the last save() and wait_for_snapshot().
@@ -73,6 +76,7 @@ class CheckpointWriter {
   std::string record_;          // this rank's JSON record for the manifest, or {"error": ...}
   std::thread thread_;
   std::string last_committed_;
+  std::string warning_;
   double last_blocking_seconds_ = 0;
 };
 

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <csignal>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <limits>
@@ -302,6 +303,9 @@ class Trainer {
   void validate(int64_t step);
   void train_step(int64_t step);
   void save(int64_t step);
+  // Collective: finishes a pending async save (waiting for its write) and logs it.
+  void commit_pending_save();
+  void report_commit();
   double mean_over_ranks(double value) {
     return world_ == 1 ? value : comm_->all_reduce_scalar(value, parallel::ReduceOp::kAvg);
   }
@@ -327,6 +331,9 @@ class Trainer {
   std::unique_ptr<checkpoints::CheckpointWriter> writer_;
   LrSchedule schedule_;
   int64_t bad_steps_ = 0;
+  // A SentencePiece model beside the training shards (`shc prepare` writes DIR/tokenizer.model),
+  // recorded so that generation and evaluation decode with it; "" for the byte tokenizer.
+  std::string tokenizer_model_;
   std::chrono::steady_clock::time_point last_save_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point run_start_;  // of this invocation's training
   int64_t start_step_ = 0;
@@ -380,6 +387,11 @@ Trainer::Trainer(const TrainerOptions& options, const TrainingTask& task)
   train_opts.global_batch = o_.global_batch;
   train_opts.expected_vocab = task_.vocab_size;
   train_data_ = std::make_unique<data::Loader>(train_opts);
+  if (train_data_->tokenizer().rfind("spm:", 0) == 0) {
+    const auto model =
+        std::filesystem::absolute(train_opts.files.front()).parent_path() / "tokenizer.model";
+    if (std::filesystem::exists(model)) tokenizer_model_ = model.string();
+  }
   if (!o_.val_files.empty()) {
     auto val_opts = train_opts;
     val_opts.files = shard_files(o_.val_files);
@@ -466,21 +478,23 @@ checkpoints::RankState Trainer::rank_state() {
 
 int64_t Trainer::resume() {
   std::vector<std::string> candidates;
-  bool must_load = false;  // an explicit path, or a `latest` that exists
   if (o_.resume == "none") {
     BOOST_LOG_TRIVIAL(info) << "checkpoint.resume none: starting fresh";
   } else if (!o_.resume.empty()) {
     candidates = {o_.resume};
-    must_load = true;
   } else if (runtime_.is_root()) {
     candidates = checkpoints::resume_candidates(run_dir_);
-    must_load = checkpoints::read_latest(run_dir_).has_value();
   }
-  must_load = runtime_.all_reduce_max({must_load ? 1 : 0})[0] != 0;
+  // A run with checkpoints resumes from one of them or not at all: a failed attempt may already
+  // have overwritten parameters, and a run's checkpoints are never silently discarded.
+  const bool must_load = runtime_.all_reduce_max({candidates.empty() ? 0 : 1})[0] != 0;
 
   auto state = rank_state();
+  // Runs on each candidate's manifest before any tensor is read: another model is an error (exit
+  // 3); a manifest lacking a field the trainer reads is corrupt (fall back).
   auto check = [&](const checkpoints::Manifest& m) {
-    const json& saved = m.run.at("model");
+    const json& run = m.run;
+    const json& saved = run.at("model");
     if (saved.at("family") != task_.model_family) {
       throw ExitError(kExitData, "checkpoint step " + std::to_string(m.step) + " holds a " +
                                      saved.at("family").get<std::string>() + " model, not a " +
@@ -491,6 +505,17 @@ int64_t Trainer::resume() {
       throw ExitError(kExitData, "checkpoint step " + std::to_string(m.step) +
                                      " was written for another model config: " + differences);
     }
+    const std::string tokenizer = run.at("data").at("tokenizer").get<std::string>();
+    if (tokenizer != train_data_->tokenizer()) {
+      throw ExitError(kExitData, "checkpoint step " + std::to_string(m.step) +
+                                     " was trained on data tokenized by " + tokenizer +
+                                     ", data.train is tokenized by " + train_data_->tokenizer());
+    }
+    run.at("optimizer").at("step").get<int64_t>();
+    run.at("data").at("consumed_sequences").get<int64_t>();
+    run.at("trainer").at("bad_steps").get<int64_t>();
+    run.at("schedule").at("max_steps").get<int64_t>();
+    run.at("strategy").at("name").get<std::string>();
   };
   auto resumed = checkpoints::resume(
       candidates, o_.strict, check, state, rank_,
@@ -499,15 +524,21 @@ int64_t Trainer::resume() {
   if (!resumed) {
     if (must_load) {
       throw ExitError(kExitData, o_.resume.empty()
-                                     ? "no complete checkpoint in '" + run_dir_ +
-                                           "' to resume from (" +
-                                           checkpoints::latest_file(run_dir_) + " exists)"
-                                     : "cannot resume from '" + o_.resume + "'");
+                                     ? "no checkpoint in '" +
+                                           checkpoints::checkpoints_dir(run_dir_) +
+                                           "' could be loaded (see above); move them away or pass "
+                                           "--checkpoint.resume none to start this run over"
+                                     : "cannot resume from '" + o_.resume + "' (see above)");
     }
     if (runtime_.is_root()) {
-      if (const auto aside = move_aside(metrics_path); !aside.empty()) {
-        BOOST_LOG_TRIVIAL(info) << "no checkpoint to resume from: starting fresh; the earlier "
-                                << metrics_path << " was moved to " << aside;
+      // Starting over (checkpoint.resume none, or nothing to resume): an earlier run's files are
+      // kept, renamed, so that neither its metrics nor its checkpoints mix with this run's.
+      for (const auto& path : {metrics_path, checkpoints::checkpoints_dir(run_dir_),
+                               checkpoints::latest_file(run_dir_)}) {
+        if (const auto aside = move_aside(path); !aside.empty()) {
+          BOOST_LOG_TRIVIAL(info) << "starting fresh: the earlier " << path << " was moved to "
+                                  << aside;
+        }
       }
       metrics_ = std::make_unique<MetricsLog>(metrics_path);
     }
@@ -529,7 +560,37 @@ int64_t Trainer::resume() {
     BOOST_LOG_TRIVIAL(info) << "train.max_steps " << o_.max_steps << " (the checkpoint's run had "
                             << saved_max << "): the schedule now ends at step " << o_.max_steps;
   }
+  const json& data = run.at("data");
+  const json now = {
+      {"train", o_.train_files}, {"global_batch", o_.global_batch}, {"seq_len", o_.seq_len}};
+  for (const auto& [key, value] : now.items()) {
+    if (data.contains(key) && data[key] != value) {
+      BOOST_LOG_TRIVIAL(warning) << "data." << key << " is " << value.dump()
+                                 << ", the checkpoint's run had " << data[key].dump()
+                                 << ": training continues at sequence " << train_data_->position()
+                                 << " of this data's order";
+    }
+  }
   if (runtime_.is_root()) {
+    // What follows the loaded step in this run is abandoned (a fallback, or an explicit older
+    // checkpoint): renamed out of the step_* namespace so that neither resume nor retention takes
+    // it for this run's, and `latest` names what was loaded.
+    namespace fs = std::filesystem;
+    const std::string own = checkpoints::checkpoints_dir(run_dir_);
+    std::error_code ec;
+    if (fs::equivalent(fs::path(resumed->dir).parent_path(), own, ec)) {
+      for (const auto& dir : checkpoints::step_dirs(run_dir_)) {
+        if (*checkpoints::step_of(dir) <= m.step) continue;
+        const std::string abandoned = own + "/abandoned-" + fs::path(dir).filename().string();
+        move_aside(abandoned);  // an earlier abandoned checkpoint of the same step
+        fs::rename(dir, abandoned);
+        BOOST_LOG_TRIVIAL(warning)
+            << dir << " follows the loaded step " << m.step << ": renamed to " << abandoned;
+      }
+      if (checkpoints::read_latest(run_dir_) != resumed->dir) {
+        checkpoints::write_latest(run_dir_, resumed->dir);
+      }
+    }
     if (const int64_t dropped = truncate_metrics_after(metrics_path, m.step); dropped > 0) {
       BOOST_LOG_TRIVIAL(info) << "dropped " << dropped << " record(s) after step " << m.step
                               << " from " << metrics_path;
@@ -664,6 +725,7 @@ void Trainer::save(int64_t step) {
         {"seq_len", o_.seq_len},
         {"train", o_.train_files},
         {"tokenizer", train_data_->tokenizer()},
+        {"tokenizer_model", tokenizer_model_},
         {"vocab_size", train_data_->vocab_size()},
         {"eos_id", train_data_->eos_id()}}},
       {"schedule",
@@ -692,11 +754,24 @@ void Trainer::save(int64_t step) {
         {"saved_at", utc_now()}}}};
   writer_->save(step, rank_state(), run);
   last_save_ = std::chrono::steady_clock::now();
-  if (!writer_->pending()) {
-    BOOST_LOG_TRIVIAL(info) << "checkpoint " << writer_->last_committed() << " saved in "
-                            << std::setprecision(2) << std::fixed
-                            << writer_->last_blocking_seconds() << " s";
+  if (!writer_->pending()) report_commit();
+}
+
+void Trainer::commit_pending_save() {
+  if (!writer_->pending()) return;
+  writer_->commit();
+  report_commit();
+}
+
+void Trainer::report_commit() {
+  std::ostringstream line;
+  line << "checkpoint " << writer_->last_committed() << " saved";
+  if (!o_.checkpoint_async) {
+    line << " in " << std::fixed << std::setprecision(2) << writer_->last_blocking_seconds()
+         << " s";
   }
+  BOOST_LOG_TRIVIAL(info) << line.str();
+  if (!writer_->warning().empty()) BOOST_LOG_TRIVIAL(warning) << writer_->warning();
 }
 
 int Trainer::run() {
@@ -721,10 +796,7 @@ int Trainer::run() {
                        seconds_since(last_save_) >= 60.0 * o_.checkpoint_every_minutes;
     const auto flags = runtime_.all_reduce_max(
         {preemption_signal(), timed ? 1 : 0, writer_->pending() && !writer_->written() ? 1 : 0});
-    if (writer_->pending() && flags[2] == 0) {
-      writer_->commit();
-      BOOST_LOG_TRIVIAL(info) << "checkpoint " << writer_->last_committed() << " saved";
-    }
+    if (flags[2] == 0) commit_pending_save();
     const bool preempted = flags[0] != 0;
     const bool stop = o_.stop_after_steps > 0 && step - start_step >= o_.stop_after_steps;
     if (last || preempted || stop || flags[1] != 0 ||
@@ -732,7 +804,7 @@ int Trainer::run() {
       save(step);
     }
     if (preempted || stop || last) {
-      writer_->commit();
+      commit_pending_save();
       if (preempted && !last) {
         BOOST_LOG_TRIVIAL(warning)
             << "signal " << flags[0] << " received: saved step " << step << " to "
