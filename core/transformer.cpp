@@ -197,11 +197,8 @@ torch::Tensor SHCTransformerImpl::forward_cached(const torch::Tensor& ids, KVCac
   return head(s);
 }
 
-namespace {
-
-// Next token per row from last-position logits (batch, vocab).
-torch::Tensor pick_next(const torch::Tensor& logits, const GenerationOptions& o,
-                        std::optional<at::Generator>& gen) {
+torch::Tensor sample_next_token(const torch::Tensor& logits, const GenerationOptions& o,
+                                std::optional<at::Generator>& gen) {
   if (!o.do_sample || o.temperature == 0.0) return logits.argmax(-1);
   auto l = (logits / o.temperature).to(torch::kFloat).cpu();
   const float neg_inf = -std::numeric_limits<float>::infinity();
@@ -220,8 +217,6 @@ torch::Tensor pick_next(const torch::Tensor& logits, const GenerationOptions& o,
   auto next = gen ? torch::multinomial(probs, 1, false, *gen) : torch::multinomial(probs, 1);
   return next.squeeze(-1).to(logits.device());
 }
-
-}  // namespace
 
 torch::Tensor SHCTransformerImpl::generate(const torch::Tensor& ids,
                                            const GenerationOptions& options) {
@@ -244,11 +239,12 @@ torch::Tensor SHCTransformerImpl::generate(const torch::Tensor& ids,
   auto out = ids;
   auto finished = torch::zeros({ids.size(0)}, torch::dtype(torch::kBool).device(ids.device()));
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
-    auto next = pick_next(last, options, gen).to(ids.scalar_type());
+    auto next = sample_next_token(last, options, gen).to(ids.scalar_type());
     if (options.eos_id >= 0) {
       next = torch::where(finished, torch::full_like(next, options.eos_id), next);
       finished = finished | (next == options.eos_id);
     }
+    if (options.on_token) options.on_token(next);
     out = torch::cat({out, next.unsqueeze(1)}, 1);
     if (options.eos_id >= 0 && finished.all().item<bool>()) break;
     if (i + 1 < options.max_new_tokens)

@@ -28,6 +28,7 @@ StoredModel read_checkpoint_model(const std::string& dir) {
   out.config = run.at("model").at("config");
   out.step = manifest.step;
   out.tokenizer = run.at("data").at("tokenizer").get<std::string>();
+  out.tokenizer_model = run.at("data").value("tokenizer_model", "");
   out.eos_id = run.at("data").at("eos_id").get<int64_t>();
   // Every model tensor at full shape, assembled from the pieces of all ranks.
   checkpoints::RankState whole;
@@ -71,6 +72,7 @@ StoredModel read_export(const std::string& path) {
     throw checkpoints::CheckpointError("corrupt metadata in '" + path + "': " + e.what());
   }
   out.tokenizer = field("tokenizer");
+  out.tokenizer_model = field("tokenizer_model");
   for (const auto& entry : file.entries())
     out.parameters.emplace_back(entry.name, file.read(entry.name));
   return out;
@@ -102,6 +104,7 @@ void write_export(const std::string& path, const StoredModel& model, torch::Dtyp
                        {"model_config", model.config},
                        {"step", model.step},
                        {"tokenizer", model.tokenizer},
+                       {"tokenizer_model", model.tokenizer_model},
                        {"eos_id", model.eos_id}};
   const std::string partial = path + ".partial";
   checkpoints::write_safetensors(partial, tensors,
@@ -111,10 +114,17 @@ void write_export(const std::string& path, const StoredModel& model, torch::Dtyp
                                   {"model_config", model.config.dump()},
                                   {"step", std::to_string(model.step)},
                                   {"tokenizer", model.tokenizer},
+                                  {"tokenizer_model", model.tokenizer_model},
                                   {"eos_id", std::to_string(model.eos_id)}});
   fs::rename(partial, path);
   checkpoints::fsync_path(fs::absolute(path).parent_path().string());
   checkpoints::write_file_atomically(export_config_path(path), config.dump(2) + "\n");
+}
+
+std::unique_ptr<data::Tokenizer> stored_tokenizer(const StoredModel& model,
+                                                  const std::string& model_path) {
+  return data::tokenizer_for_id(model.tokenizer,
+                                model_path.empty() ? model.tokenizer_model : model_path);
 }
 
 SHCTransformer load_transformer(const StoredModel& stored) {

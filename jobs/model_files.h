@@ -7,8 +7,8 @@
 // reads without this project: each parameter under its model name (e.g. "tok_embeddings.weight",
 // "blocks.0.attn.q_proj.weight", the names of SHCTransformer::named_parameters()) at its full
 // shape, fp32 by default; metadata "format" = "shc-export", "format_version", "model_family",
-// "model_config" (JSON), "step", "tokenizer", "eos_id". The config is also written beside it as
-// FILE.json (FILE.safetensors -> FILE.json).
+// "model_config" (JSON), "step", "tokenizer", "tokenizer_model", "eos_id". The config is also
+// written beside it as FILE.json (FILE.safetensors -> FILE.json).
 #pragma once
 
 #include <torch/types.h>
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/transformer.h"
+#include "data/tokenizer.h"
 
 namespace shc::jobs {
 
@@ -29,7 +30,8 @@ struct StoredModel {
   std::string family;  // "shc_transformer"
   nlohmann::json config;
   int64_t step = 0;
-  std::string tokenizer;  // what the training data was prepared with, e.g. "byte:v1"
+  std::string tokenizer;        // what the training data was prepared with, e.g. "byte:v1"
+  std::string tokenizer_model;  // its SentencePiece model file as recorded at training, or ""
   int64_t eos_id = -1;
   std::vector<std::pair<std::string, torch::Tensor>> parameters;  // full shape, stored dtype
 };
@@ -44,6 +46,12 @@ StoredModel read_stored_model(const std::string& path);
 void write_export(const std::string& path, const StoredModel& model, torch::Dtype dtype);
 // Where write_export puts the config: `path` with its extension replaced by ".json".
 std::string export_config_path(const std::string& path);
+
+// The tokenizer the model was trained with: `model_path` when given (e.g. --tokenizer_model),
+// else the SentencePiece model recorded at training. DataError when that model is missing or is
+// another model than the one recorded (checked by hash).
+std::unique_ptr<data::Tokenizer> stored_tokenizer(const StoredModel& model,
+                                                  const std::string& model_path = {});
 
 // An SHCTransformer (fp32, CPU) holding the stored parameters. std::invalid_argument for another
 // family, CheckpointError for a parameter that is missing or of another shape.

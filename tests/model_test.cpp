@@ -174,6 +174,67 @@ TEST(Generation, SamplingIsSeededAndRespectsTopK) {
   EXPECT_TRUE(torch::equal(m->generate(prompt, o), m->generate(prompt, o)));
 }
 
+// Temperature 0 is argmax of the full (uncached) forward at every step, and on_token streams
+// exactly the tokens appended.
+TEST(Generation, GreedyEqualsArgmaxOfFullForwards) {
+  auto m = perturbed_model(test::small_model_config(ResidualKind::kSHC), 22);
+  m->eval();
+  auto prompt = torch::randint(61, {1, 4});
+  GenerationOptions o;
+  o.max_new_tokens = 8;
+  o.temperature = 0;
+  std::vector<int64_t> streamed;
+  o.on_token = [&](const torch::Tensor& next) { streamed.push_back(next[0].item<int64_t>()); };
+  const auto out = m->generate(prompt, o);
+  ASSERT_EQ(out.size(1), 12);
+  torch::NoGradGuard no_grad;
+  for (int64_t t = 4; t < 12; ++t) {
+    const auto logits = m->forward(out.narrow(1, 0, t));
+    EXPECT_EQ(logits[0][t - 1].argmax().item<int64_t>(), out[0][t].item<int64_t>()) << t;
+    EXPECT_EQ(streamed[t - 4], out[0][t].item<int64_t>());
+  }
+}
+
+// top-k and top-p keep exactly the allowed tokens, and draws follow the renormalised
+// probabilities (4000 draws, each from its own seed; every frequency within 5 standard errors).
+TEST(Sampling, TopKAndTopPDrawOnlyAllowedTokensWithTheirProbabilities) {
+  const std::vector<double> p = {0.3, 0.25, 0.15, 0.1, 0.08, 0.06, 0.04, 0.02};
+  const auto logits = torch::log(torch::tensor(p, torch::kDouble)).to(torch::kFloat).unsqueeze(0);
+  auto check = [&](GenerationOptions o, const std::vector<int64_t>& allowed) {
+    double mass = 0;
+    for (auto i : allowed) mass += p[i];
+    std::vector<int64_t> counts(p.size(), 0);
+    const int draws = 4000;
+    for (int seed = 0; seed < draws; ++seed) {
+      std::optional<at::Generator> gen = at::detail::createCPUGenerator(seed);
+      counts[sample_next_token(logits, o, gen)[0].item<int64_t>()]++;
+    }
+    for (size_t i = 0; i < p.size(); ++i) {
+      const bool in = std::find(allowed.begin(), allowed.end(), int64_t(i)) != allowed.end();
+      if (!in) {
+        EXPECT_EQ(counts[i], 0) << "token " << i << " is outside the allowed set";
+        continue;
+      }
+      const double q = p[i] / mass, expected = q * draws;
+      EXPECT_NEAR(counts[i], expected, 5 * std::sqrt(draws * q * (1 - q))) << "token " << i;
+    }
+  };
+  GenerationOptions top_k;
+  top_k.top_k = 3;
+  check(top_k, {0, 1, 2});
+  GenerationOptions top_p;
+  top_p.top_p = 0.5;  // mass before token 2 is 0.55 >= 0.5: tokens 0 and 1 stay
+  check(top_p, {0, 1});
+  GenerationOptions both;
+  both.top_k = 4;
+  // top_p applies to the top-k distribution: renormalised over 0..3, the mass before token 3 is
+  // 0.875 >= 0.75 (top_p alone would keep it: 0.70 before it).
+  both.top_p = 0.75;
+  check(both, {0, 1, 2});
+  GenerationOptions all;
+  check(all, {0, 1, 2, 3, 4, 5, 6, 7});
+}
+
 TEST(Generation, RejectsPromptsBeyondMaxSeqLen) {
   SHCTransformer m(test::small_model_config(ResidualKind::kSHC));
   GenerationOptions o;
