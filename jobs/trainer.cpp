@@ -230,16 +230,6 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-// Shard files of a comma-separated list of globs.
-std::vector<std::string> shard_files(const std::string& comma_separated) {
-  std::vector<std::string> patterns;
-  std::stringstream s(comma_separated);
-  for (std::string p; std::getline(s, p, ',');) {
-    if (!p.empty()) patterns.push_back(p);
-  }
-  return data::expand_globs(patterns);
-}
-
 // (rows, seq_len + 1) int64 tensor from a loader batch.
 torch::Tensor to_tensor(std::vector<int32_t> tokens, int64_t rows) {
   auto t = torch::from_blob(tokens.data(), {rows, int64_t(tokens.size()) / rows}, torch::kInt);
@@ -379,7 +369,7 @@ Trainer::Trainer(const TrainerOptions& options, const TrainingTask& task)
   comm_ = parallel::make_communicator(o_.backend, device_, {o_.timeout_s});
 
   data::LoaderOptions train_opts;
-  train_opts.files = shard_files(o_.train_files);
+  train_opts.files = data::expand_glob_list(o_.train_files);
   train_opts.seq_len = o_.seq_len;
   train_opts.seed = o_.seed;
   train_opts.rank = rank_;
@@ -394,7 +384,7 @@ Trainer::Trainer(const TrainerOptions& options, const TrainingTask& task)
   }
   if (!o_.val_files.empty()) {
     auto val_opts = train_opts;
-    val_opts.files = shard_files(o_.val_files);
+    val_opts.files = data::expand_glob_list(o_.val_files);
     val_opts.global_batch = micro_batch_ * world_;
     val_data_ = std::make_unique<data::Loader>(val_opts);
   }

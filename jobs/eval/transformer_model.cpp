@@ -1,0 +1,71 @@
+#include "jobs/eval/transformer_model.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace shc::jobs::eval {
+namespace {
+
+torch::Tensor as_ids(const std::vector<uint32_t>& tokens) {
+  std::vector<int64_t> ids(tokens.begin(), tokens.end());
+  return torch::tensor(ids, torch::kLong).unsqueeze(0);
+}
+
+}  // namespace
+
+TransformerLanguageModel::TransformerLanguageModel(SHCTransformer model,
+                                                   std::unique_ptr<data::Tokenizer> tokenizer)
+    : model_(std::move(model)), tokenizer_(std::move(tokenizer)) {
+  model_->eval();
+}
+
+std::vector<uint32_t> TransformerLanguageModel::encode(const std::string& text) const {
+  return tokenizer_->encode(text);
+}
+
+std::string TransformerLanguageModel::decode(const std::vector<uint32_t>& ids) const {
+  return tokenizer_->decode(ids);
+}
+
+int64_t TransformerLanguageModel::context_length() const {
+  return model_->config().max_seq_len;
+}
+
+std::vector<double> TransformerLanguageModel::next_token_logprobs(
+    const std::vector<uint32_t>& prefix) {
+  if (prefix.empty()) throw std::invalid_argument("next_token_logprobs: empty prefix");
+  torch::NoGradGuard no_grad;
+  const auto logits = model_->forward(as_ids(prefix)).select(1, -1).squeeze(0);
+  const auto logp = torch::log_softmax(logits.to(torch::kDouble), -1).contiguous();
+  return std::vector<double>(logp.data_ptr<double>(), logp.data_ptr<double>() + logp.numel());
+}
+
+std::string TransformerLanguageModel::greedy_generate(const std::vector<uint32_t>& prompt,
+                                                      int64_t max_new_tokens,
+                                                      const std::vector<std::string>& stop) {
+  if (prompt.empty()) throw std::invalid_argument("greedy_generate: empty prompt");
+  torch::NoGradGuard no_grad;
+  const auto& cfg = model_->config();
+  const int64_t total = std::min<int64_t>(cfg.max_seq_len, int64_t(prompt.size()) + max_new_tokens);
+  KVCache cache(cfg, 1, total, model_->tok_embeddings->weight.options());
+  auto last = model_->forward_cached(as_ids(prompt), cache).select(1, -1);
+  std::vector<uint32_t> generated;
+  std::string text;
+  for (int64_t length = int64_t(prompt.size()); length < total; ++length) {
+    const int64_t next = last.argmax(-1).item<int64_t>();
+    if (next == tokenizer_->eos_id()) break;
+    generated.push_back(uint32_t(next));
+    text = tokenizer_->decode(generated);
+    size_t cut = std::string::npos;
+    for (const auto& s : stop) cut = std::min(cut, text.find(s));
+    if (cut != std::string::npos) return text.substr(0, cut);
+    if (length + 1 < total) {
+      last = model_->forward_cached(torch::full({1, 1}, next, torch::kLong), cache).select(1, -1);
+    }
+  }
+  return text;
+}
+
+}  // namespace shc::jobs::eval
