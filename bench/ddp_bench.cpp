@@ -48,6 +48,7 @@
 #include <mpi.h>
 #include <sched.h>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -478,50 +479,52 @@ int main(int argc, char** argv) {
   std::printf("load average at end %s\n", load_at_end.c_str());
 
   if (!o.out.empty()) {
-    std::ostringstream j;
-    auto list = [&](const std::vector<double>& v) {
-      std::ostringstream s;
-      s << "[";
-      for (size_t i = 0; i < v.size(); ++i) s << (i ? ", " : "") << v[i];
-      s << "]";
-      return s.str();
-    };
-    j << "{\n  \"world_size\": " << world << ",\n  \"threads_per_rank\": " << o.threads
-      << ",\n  \"cpus_allowed_per_rank\": " << list(cpus) << ",\n  \"load_average_start\": \""
-      << load_at_start << "\",\n  \"load_average_end\": \"" << load_at_end << "\",\n"
-      << "  \"allreduce\": {\"bytes\": " << ar.bytes << ", \"buckets\": " << ar.buckets
-      << ", \"bucket_mb\": " << o.bucket_mb << ", \"reps\": " << o.reps
-      << ", \"correct\": " << (ar.correct ? "true" : "false")
-      << ",\n    \"raw_mpi_s\": " << ar.raw_s
-      << ", \"raw_mpi_bucket_sized_s\": " << ar.raw_buckets_s
-      << ", \"ddp_comm_s\": " << ar.ddp_comm_s << ", \"ddp_sync_wall_s\": " << ar.ddp_wall_s
-      << ", \"communicator_buckets_s\": " << ar.comm_buckets_s
-      << ",\n    \"raw_mpi_gbps\": " << gbps(ar.bytes, ar.raw_s)
-      << ", \"raw_mpi_bucket_sized_gbps\": " << gbps(ar.bytes, ar.raw_buckets_s)
-      << ", \"ddp_comm_gbps\": " << gbps(ar.bytes, ar.ddp_comm_s)
-      << ", \"ddp_sync_wall_gbps\": " << gbps(ar.bytes, ar.ddp_wall_s)
-      << ", \"communicator_buckets_gbps\": " << gbps(ar.bytes, ar.comm_buckets_s)
-      << ",\n    \"ddp_comm_vs_raw\": " << (ar.ddp_comm_s > 0 ? ar.raw_s / ar.ddp_comm_s : 0)
-      << ", \"ddp_sync_wall_vs_raw\": " << (ar.ddp_wall_s > 0 ? ar.raw_s / ar.ddp_wall_s : 0)
-      << ", \"communicator_buckets_vs_raw\": "
-      << (ar.comm_buckets_s > 0 ? ar.raw_s / ar.comm_buckets_s : 0) << "}";
+    auto ratio = [](double num, double den) { return den > 0 ? num / den : 0.0; };
+    nlohmann::ordered_json j = {
+        {"world_size", world},
+        {"threads_per_rank", o.threads},
+        {"cpus_allowed_per_rank", cpus},
+        {"load_average_start", load_at_start},
+        {"load_average_end", load_at_end},
+        {"allreduce",
+         {{"bytes", ar.bytes},
+          {"buckets", ar.buckets},
+          {"bucket_mb", o.bucket_mb},
+          {"reps", o.reps},
+          {"correct", ar.correct},
+          {"raw_mpi_s", ar.raw_s},
+          {"raw_mpi_bucket_sized_s", ar.raw_buckets_s},
+          {"ddp_comm_s", ar.ddp_comm_s},
+          {"ddp_sync_wall_s", ar.ddp_wall_s},
+          {"communicator_buckets_s", ar.comm_buckets_s},
+          {"raw_mpi_gbps", gbps(ar.bytes, ar.raw_s)},
+          {"raw_mpi_bucket_sized_gbps", gbps(ar.bytes, ar.raw_buckets_s)},
+          {"ddp_comm_gbps", gbps(ar.bytes, ar.ddp_comm_s)},
+          {"ddp_sync_wall_gbps", gbps(ar.bytes, ar.ddp_wall_s)},
+          {"communicator_buckets_gbps", gbps(ar.bytes, ar.comm_buckets_s)},
+          {"ddp_comm_vs_raw", ratio(ar.raw_s, ar.ddp_comm_s)},
+          {"ddp_sync_wall_vs_raw", ratio(ar.raw_s, ar.ddp_wall_s)},
+          {"communicator_buckets_vs_raw", ratio(ar.raw_s, ar.comm_buckets_s)}}}};
     if (o.steps > 0) {
-      j << ",\n  \"train\": {\"model\": \"" << cfg.summary()
-        << "\", \"batch_per_rank\": " << o.batch << ", \"seq_len\": " << o.seq_len
-        << ", \"steps\": " << o.steps << ", \"warmup\": " << o.warmup
-        << ",\n    \"single_step_s\": " << list(single.step_s)
-        << ",\n    \"independent_step_s\": " << list(independent.step_s)
-        << ",\n    \"ddp_step_s\": " << list(ddp.step_s) << ",\n    \"single_median_s\": " << t1
-        << ", \"independent_median_s\": " << ti << ", \"ddp_median_s\": " << tn
-        << ", \"weak_scaling_efficiency\": " << efficiency
-        << ",\n    \"comm_s_by_rank\": " << list(comm_by_rank)
-        << ", \"wait_s_by_rank\": " << list(wait_by_rank)
-        << ", \"comm_per_step_median_s_by_rank\": " << list(comm_step_by_rank)
-        << ", \"hidden_fraction\": " << hidden << "}";
+      j["train"] = {{"model", cfg.summary()},
+                    {"batch_per_rank", o.batch},
+                    {"seq_len", o.seq_len},
+                    {"steps", o.steps},
+                    {"warmup", o.warmup},
+                    {"single_step_s", single.step_s},
+                    {"independent_step_s", independent.step_s},
+                    {"ddp_step_s", ddp.step_s},
+                    {"single_median_s", t1},
+                    {"independent_median_s", ti},
+                    {"ddp_median_s", tn},
+                    {"weak_scaling_efficiency", efficiency},
+                    {"comm_s_by_rank", comm_by_rank},
+                    {"wait_s_by_rank", wait_by_rank},
+                    {"comm_per_step_median_s_by_rank", comm_step_by_rank},
+                    {"hidden_fraction", hidden}};
     }
-    j << "\n}\n";
     std::ofstream out(o.out);
-    out << j.str();
+    out << j.dump(2) << "\n";
     if (!out) {
       std::cerr << "cannot write " << o.out << "\n";
       return 1;

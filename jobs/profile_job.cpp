@@ -4,6 +4,8 @@
 //                                                 generation throughput of one model
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <boost/log/trivial.hpp>
 
 #include <chrono>
@@ -137,15 +139,12 @@ class ProfileJob : public Job {
     SHCTransformer model(cfg);
     model->to(device);
     BOOST_LOG_TRIVIAL(info) << cfg.summary() << ": " << model->num_parameters() << " parameters";
-    std::ostringstream json;
-    json << "{\n  \"model\": \"" << cfg.summary() << "\",\n  \"parameters\": {";
-    bool first = true;
+    nlohmann::ordered_json report = {{"model", cfg.summary()}};
     for (const auto& [part, count] : model->parameter_breakdown()) {
       BOOST_LOG_TRIVIAL(info) << "  " << part << ": " << count;
-      json << (first ? "" : ", ") << "\"" << part << "\": " << count;
-      first = false;
+      report["parameters"][part] = count;
     }
-    json << ", \"total\": " << model->num_parameters() << "},\n";
+    report["parameters"]["total"] = model->num_parameters();
 
     auto ids =
         torch::randint(cfg.vocab_size, {batch, seq}, torch::dtype(torch::kLong).device(device));
@@ -183,12 +182,14 @@ class ProfileJob : public Job {
                             << " tokens/s, cached generation " << gen_rate << " tokens/s (batch "
                             << batch << ", seq " << seq << ", threads " << torch::get_num_threads()
                             << ")";
-    json << "  \"device\": \"" << device.str() << "\",\n  \"batch\": " << batch
-         << ",\n  \"seq_len\": " << seq << ",\n  \"threads\": " << torch::get_num_threads()
-         << ",\n  \"forward_tokens_per_s\": " << fwd
-         << ",\n  \"forward_backward_tokens_per_s\": " << fwd_bwd
-         << ",\n  \"generate_tokens_per_s\": " << gen_rate << "\n}\n";
-    return json.str();
+    report["device"] = device.str();
+    report["batch"] = batch;
+    report["seq_len"] = seq;
+    report["threads"] = torch::get_num_threads();
+    report["forward_tokens_per_s"] = fwd;
+    report["forward_backward_tokens_per_s"] = fwd_bwd;
+    report["generate_tokens_per_s"] = gen_rate;
+    return report.dump(2) + "\n";
   }
 };
 

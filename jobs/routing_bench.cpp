@@ -1,5 +1,7 @@
 #include "routing_bench.h"
 
+#include <nlohmann/json.hpp>
+
 #include <torch/torch.h>
 
 #include <boost/log/trivial.hpp>
@@ -115,21 +117,19 @@ double routing_bench_ratio(const std::vector<RoutingBenchResult>& results,
 
 std::string routing_bench_json(const RoutingBenchOptions& o,
                                const std::vector<RoutingBenchResult>& results) {
-  std::ostringstream s;
-  s.precision(6);
-  s << "{\n  \"benchmark\": \"routing\",\n  \"tokens\": " << o.tokens
-    << ",\n  \"hidden\": " << o.hidden << ",\n  \"threads\": " << torch::get_num_threads()
-    << ",\n  \"repeats\": " << o.repeats << ",\n  \"results\": [\n";
-  for (size_t i = 0; i < results.size(); ++i) {
-    const auto& r = results[i];
-    s << "    {\"method\": \"" << r.method << "\", \"n\": " << r.n << ", \"iters\": " << r.iters
-      << ", \"pass\": \"" << r.pass
-      << "\", \"with_projection\": " << (r.with_projection ? "true" : "false")
-      << ", \"ns_per_token\": " << r.ns_per_token << "}" << (i + 1 < results.size() ? "," : "")
-      << "\n";
+  nlohmann::ordered_json report = {
+      {"benchmark", "routing"}, {"tokens", o.tokens},
+      {"hidden", o.hidden},     {"threads", torch::get_num_threads()},
+      {"repeats", o.repeats},   {"results", nlohmann::ordered_json::array()}};
+  for (const auto& r : results) {
+    report["results"].push_back({{"method", r.method},
+                                 {"n", r.n},
+                                 {"iters", r.iters},
+                                 {"pass", r.pass},
+                                 {"with_projection", r.with_projection},
+                                 {"ns_per_token", r.ns_per_token}});
   }
-  s << "  ]\n}\n";
-  return s.str();
+  return report.dump(2) + "\n";
 }
 
 }  // namespace shc::jobs
