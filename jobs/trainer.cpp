@@ -49,12 +49,12 @@ using nlohmann::json;
 
 void add_trainer_options(po::options_description& options) {
   // clang-format off
-  po::options_description run("run options");
+  po::options_description run("run options", kHelpLineLength, kHelpLineLength / 2);
   run.add_options()
       ("run.dir", po::value<std::string>()->default_value("runs/train"),
        "run directory (rank 0's value is used by every rank; on a filesystem all ranks share): "
        "logs/rank<R>.log, metrics.jsonl, checkpoints/step_<N>/, latest");
-  po::options_description train("train options");
+  po::options_description train("train options", kHelpLineLength, kHelpLineLength / 2);
   train.add_options()
       ("train.max_steps", po::value<int64_t>()->default_value(200),
        "optimizer steps of the whole run (the schedule's length); rerunning with a larger value "
@@ -91,7 +91,7 @@ void add_trainer_options(po::options_description& options) {
       ("train.log_every", po::value<int64_t>()->default_value(10), "progress line every N steps")
       ("train.threads", po::value<int>()->default_value(0),
        "intra-op threads per rank (0 = the cores this rank may use)");
-  po::options_description parallel("parallel options");
+  po::options_description parallel("parallel options", kHelpLineLength, kHelpLineLength / 2);
   parallel.add_options()
       ("parallel.strategy", po::value<std::string>()->default_value("ddp"),
        "ddp (replicated parameters, averaged gradients), fsdp (parameters, gradients and "
@@ -109,12 +109,12 @@ void add_trainer_options(po::options_description& options) {
       ("parallel.timeout_s", po::value<double>()->default_value(600.0),
        "a collective (or the runtime's barrier or broadcast) unfinished after this many "
        "seconds ends the job (exit 5)");
-  po::options_description data("data options");
+  po::options_description data("data options", kHelpLineLength, kHelpLineLength / 2);
   data.add_options()
       ("data.train", po::value<std::string>(), "training shards: glob(s), comma-separated")
       ("data.val", po::value<std::string>()->default_value(""),
        "validation shards: glob(s), comma-separated (empty = no validation)");
-  po::options_description checkpoint("checkpoint options");
+  po::options_description checkpoint("checkpoint options", kHelpLineLength, kHelpLineLength / 2);
   checkpoint.add_options()
       ("checkpoint.every", po::value<int64_t>()->default_value(0),
        "save every this many steps (0 = only at the last step, on a signal or a time trigger)")
