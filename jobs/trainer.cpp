@@ -125,8 +125,9 @@ void add_trainer_options(po::options_description& options) {
       ("checkpoint.keep_every", po::value<int64_t>()->default_value(0),
        "also keep every checkpoint whose step is a multiple of this, permanently (0 = off)")
       ("checkpoint.async", po::value<bool>()->default_value(false),
-       "write checkpoints on a background thread; training blocks only for the copy to host "
-       "memory (a failed write ends the job with exit 3 at the next step)")
+       "copy and write checkpoints on a background thread; training waits only before its next "
+       "optimizer step for a copy not yet done (a failed write ends the job with exit 3 at the "
+       "next step)")
       ("checkpoint.resume", po::value<std::string>()->default_value(""),
        "checkpoint directory to resume from, or none to start fresh (default: RUN_DIR/latest "
        "when it exists)")
