@@ -8,6 +8,7 @@
 #include "config.h"
 #include "factorized_cache.h"
 #include "feed_forward.h"
+#include "generation.h"
 #include "hyper_connection.h"
 #include "rms_norm.h"
 #include "routing/hc_router.h"

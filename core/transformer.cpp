@@ -197,59 +197,21 @@ torch::Tensor SHCTransformerImpl::forward_cached(const torch::Tensor& ids, KVCac
   return head(s);
 }
 
-torch::Tensor sample_next_token(const torch::Tensor& logits, const GenerationOptions& o,
-                                std::optional<at::Generator>& gen) {
-  if (!o.do_sample || o.temperature == 0.0) return logits.argmax(-1);
-  auto l = (logits / o.temperature).to(torch::kFloat).cpu();
-  const float neg_inf = -std::numeric_limits<float>::infinity();
-  if (o.top_k > 0 && o.top_k < l.size(-1)) {
-    auto kth = std::get<0>(l.topk(o.top_k, -1)).narrow(-1, o.top_k - 1, 1);
-    l = l.masked_fill(l < kth, neg_inf);
-  }
-  if (o.top_p < 1.0) {
-    auto [sorted, order] = l.sort(-1, /*descending=*/true);
-    auto probs = torch::softmax(sorted, -1);
-    // Drop a token when the mass before it already reaches top_p (the first always stays).
-    auto drop = (probs.cumsum(-1) - probs) >= o.top_p;
-    l = l.scatter(-1, order, sorted.masked_fill(drop, neg_inf));
-  }
-  auto probs = torch::softmax(l, -1);
-  auto next = gen ? torch::multinomial(probs, 1, false, *gen) : torch::multinomial(probs, 1);
-  return next.squeeze(-1).to(logits.device());
-}
-
 torch::Tensor SHCTransformerImpl::generate(const torch::Tensor& ids,
                                            const GenerationOptions& options) {
   TORCH_CHECK(ids.dim() == 2 && ids.size(1) >= 1, "generate: ids must be (batch, T >= 1)");
-  TORCH_CHECK(options.temperature >= 0, "generate: temperature must be >= 0, got ",
-              options.temperature);
-  TORCH_CHECK(options.top_p > 0 && options.top_p <= 1, "generate: top_p must be in (0, 1]");
   const int64_t total = ids.size(1) + options.max_new_tokens;
   TORCH_CHECK(total <= cfg_.max_seq_len, "generate: prompt (", ids.size(1), ") + max_new_tokens (",
               options.max_new_tokens, ") exceeds max_seq_len (", cfg_.max_seq_len, ")");
-  torch::NoGradGuard no_grad;
   const bool was_training = is_training();
   eval();
-
-  std::optional<at::Generator> gen;
-  if (options.seed) gen = at::detail::createCPUGenerator(*options.seed);
-  auto weight = tok_embeddings->weight;
-  KVCache cache(cfg_, ids.size(0), total, weight.options());
-  auto last = forward_cached(ids, cache).select(1, -1);
-  auto out = ids;
-  auto finished = torch::zeros({ids.size(0)}, torch::dtype(torch::kBool).device(ids.device()));
-  for (int64_t i = 0; i < options.max_new_tokens; ++i) {
-    auto next = sample_next_token(last, options, gen).to(ids.scalar_type());
-    if (options.eos_id >= 0) {
-      next = torch::where(finished, torch::full_like(next, options.eos_id), next);
-      finished = finished | (next == options.eos_id);
-    }
-    if (options.on_token) options.on_token(next);
-    out = torch::cat({out, next.unsqueeze(1)}, 1);
-    if (options.eos_id >= 0 && finished.all().item<bool>()) break;
-    if (i + 1 < options.max_new_tokens)
-      last = forward_cached(next.unsqueeze(1), cache).select(1, -1);
-  }
+  KVCache cache(cfg_, ids.size(0), total, tok_embeddings->weight.options());
+  const auto out = decode(
+      {[&](const torch::Tensor& prompt) { return forward_cached(prompt, cache).select(1, -1); },
+       [&](const torch::Tensor& tokens) {
+         return forward_cached(tokens.unsqueeze(1), cache).select(1, -1);
+       }},
+      ids, options);
   train(was_training);
   return out;
 }

@@ -4,7 +4,6 @@
 // spectral norm <= 1 for shc and mhc.
 #pragma once
 
-#include <ATen/core/Generator.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
@@ -23,28 +22,10 @@
 #include "block.h"
 #include "config.h"
 #include "factorized_cache.h"
+#include "generation.h"
 #include "rms_norm.h"
 
 namespace shc {
-
-struct GenerationOptions {
-  int64_t max_new_tokens = 64;
-  double temperature = 1.0;  // 0 (or do_sample = false) is greedy decoding
-  int64_t top_k = 0;         // keep the k most likely tokens; 0 = off
-  double top_p = 1.0;        // nucleus sampling mass; 1 = off
-  bool do_sample = true;
-  int64_t eos_id = -1;           // a row stops (and is padded with eos) once it emits it; -1 = none
-  std::optional<uint64_t> seed;  // sampling RNG seed; unset = the global torch generator
-  // Called after each decoding step with the tokens just chosen, (batch,) (e.g. to stream them).
-  std::function<void(const torch::Tensor& tokens)> on_token;
-};
-
-// The next token per row from last-position logits (batch, vocab): argmax when temperature is 0
-// or do_sample is false, else a draw from softmax(logits / temperature) restricted to the top_k
-// most likely tokens and to the smallest set of most likely tokens whose mass reaches top_p (the
-// most likely token always stays). Draws from `generator` when given, else the global one.
-torch::Tensor sample_next_token(const torch::Tensor& logits, const GenerationOptions& options,
-                                std::optional<at::Generator>& generator);
 
 // AdamW's decoupled weight decay applies to matrices only: parameters named "*weight" with two
 // or more dimensions (linear and embedding weights, routing projections), not norm gains,

@@ -46,26 +46,25 @@ std::string TransformerLanguageModel::greedy_generate(const std::vector<uint32_t
                                                       int64_t max_new_tokens,
                                                       const std::vector<std::string>& stop) {
   if (prompt.empty()) throw std::invalid_argument("greedy_generate: empty prompt");
-  torch::NoGradGuard no_grad;
-  const auto& cfg = model_->config();
-  const int64_t total = std::min<int64_t>(cfg.max_seq_len, int64_t(prompt.size()) + max_new_tokens);
-  KVCache cache(cfg, 1, total, model_->tok_embeddings->weight.options());
-  auto last = model_->forward_cached(as_ids(prompt), cache).select(1, -1);
+  GenerationOptions options;
+  options.temperature = 0;
+  options.eos_id = tokenizer_->eos_id();
+  options.max_new_tokens =
+      std::min<int64_t>(max_new_tokens, model_->config().max_seq_len - int64_t(prompt.size()));
+  if (options.max_new_tokens < 1) return "";
   std::vector<uint32_t> generated;
   std::string text;
-  for (int64_t length = int64_t(prompt.size()); length < total; ++length) {
-    const int64_t next = last.argmax(-1).item<int64_t>();
-    if (next == tokenizer_->eos_id()) break;
-    generated.push_back(uint32_t(next));
+  size_t cut = std::string::npos;
+  options.on_token = [&](const torch::Tensor& next) {
+    const int64_t id = next[0].item<int64_t>();
+    if (id == options.eos_id) return;
+    generated.push_back(uint32_t(id));
     text = tokenizer_->decode(generated);
-    size_t cut = std::string::npos;
     for (const auto& s : stop) cut = std::min(cut, text.find(s));
-    if (cut != std::string::npos) return text.substr(0, cut);
-    if (length + 1 < total) {
-      last = model_->forward_cached(torch::full({1, 1}, next, torch::kLong), cache).select(1, -1);
-    }
-  }
-  return text;
+  };
+  options.stop = [&] { return cut != std::string::npos; };
+  model_->generate(as_ids(prompt), options);
+  return cut == std::string::npos ? text : text.substr(0, cut);
 }
 
 }  // namespace shc::jobs::eval
