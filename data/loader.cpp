@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <sstream>
 #include <thread>
 
 #include "data/shard.h"
@@ -87,6 +88,15 @@ std::vector<std::string> expand_globs(const std::vector<std::string>& patterns) 
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
+}
+
+std::vector<std::string> expand_glob_list(const std::string& comma_separated) {
+  std::vector<std::string> patterns;
+  std::stringstream s(comma_separated);
+  for (std::string p; std::getline(s, p, ',');) {
+    if (!p.empty()) patterns.push_back(p);
+  }
+  return expand_globs(patterns);
 }
 
 // ---------------------------------------------------------------------------------------------
