@@ -34,6 +34,30 @@ std::string quoted(const std::string& text) {
   return out + "\"";
 }
 
+// `text` with every line longer than `width` characters broken at spaces (a title wider than
+// the image would be clipped).
+std::string wrapped(const std::string& text, size_t width) {
+  std::istringstream lines(text);
+  std::string out;
+  for (std::string line; std::getline(lines, line);) {
+    if (!out.empty()) out += '\n';
+    std::istringstream words(line);
+    size_t length = 0;
+    for (std::string word; words >> word;) {
+      if (length > 0 && length + 1 + word.size() > width) {
+        out += '\n';
+        length = 0;
+      } else if (length > 0) {
+        out += ' ';
+        ++length;
+      }
+      out += word;
+      length += word.size();
+    }
+  }
+  return out;
+}
+
 void write_data(const LinePlot& plot, const std::string& path) {
   std::ofstream out(path);
   out.precision(10);
@@ -58,10 +82,13 @@ void write_script(const LinePlot& plot, const std::string& name, const std::stri
   out << "set encoding utf8\n"
       << "set terminal pngcairo size 960,640 font \"DejaVu Sans,12\" noenhanced\n"
       << "set output " << quoted("../" + name + ".png") << "\n"
-      << "set title " << quoted(plot.title) << " font \",14\"\n"
+      << "set title " << quoted(wrapped(plot.title, 72)) << " font \",14\"\n"
       << "set xlabel " << quoted(plot.x_label) << "\n"
       << "set ylabel " << quoted(plot.y_label) << "\n"
       << "set grid\n"
+      // Enough digits that tics stay distinct when the values differ only far behind the point
+      // (a spectral norm of 0.99999 next to the bound 1).
+      << "set format y \"%.10g\"\n"
       << "set key at screen 0.5, screen 0.015 center bottom horizontal box\n"
       << "set bmargin 8\n"
       << "set autoscale xfix\n"

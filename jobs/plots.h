@@ -17,7 +17,7 @@ struct PlotSeries {
 };
 
 struct LinePlot {
-  std::string title, x_label, y_label;  // UTF-8, shown literally
+  std::string title, x_label, y_label;  // UTF-8, shown literally; long title lines wrap
   std::vector<PlotSeries> series;
   bool log_y = false;
   double x_tick_step = 0;  // distance between x tics; 0 lets gnuplot choose
