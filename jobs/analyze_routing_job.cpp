@@ -63,13 +63,13 @@ class AnalyzeRoutingJob : public Job {
         "validation shards: glob(s), comma-separated")(
         "out", po::value<std::string>()->required()->value_name("DIR"),
         "where analysis.json, layers.csv and the PNG plots go")(
-        "batches", po::value<int64_t>()->default_value(8),
+        "batches", po::value<int64_t>()->default_value(8)->value_name("N"),
         "global batches analysed per checkpoint (fewer if the validation set is smaller)")(
-        "batch_size", po::value<int64_t>()->default_value(8),
+        "batch_size", po::value<int64_t>()->default_value(8)->value_name("B"),
         "sequences per global batch, split over the ranks (a multiple of the world size)")(
-        "seq_len", po::value<int64_t>()->default_value(128), "tokens per sequence")(
-        "threads", po::value<int>()->default_value(0),
-        "intra-op threads per rank (0 = this rank's share of the cores)");
+        "seq_len", po::value<int64_t>()->default_value(128)->value_name("T"),
+        "tokens per sequence")("threads", po::value<int>()->default_value(0)->value_name("N"),
+                               "intra-op threads per rank (0 = this rank's share of the cores)");
   }
 
   int run(const po::variables_map& vm) override {

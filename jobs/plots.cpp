@@ -8,6 +8,8 @@
 #include <iterator>
 #include <sstream>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -142,10 +144,10 @@ void run_gnuplot(const std::string& dir, const std::string& script, const std::s
     if (errno != EINTR)
       throw std::runtime_error("waiting for gnuplot: " + std::string(strerror(errno)));
   }
-  std::ifstream in(log);
-  const std::string messages((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::ifstream in(log);
+    const std::string messages((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
     throw std::runtime_error("gnuplot failed on " + dir + "/" + script + ": " + messages);
   }
 }

@@ -211,7 +211,7 @@ std::vector<std::string> write_routing_plots(const ordered_json& analysis, const
                "training step",
                "‖H_res‖₂ per token",
                {step_series("max over tokens and sublayers", "spectral_norm_max"),
-                step_series("mean", "spectral_norm_mean"),
+                step_series("mean over tokens and sublayers", "spectral_norm_mean"),
                 step_series("min over tokens and sublayers", "spectral_norm_min")}};
     if (bounded) p.series.push_back(reference("bound ‖H_res‖₂ = 1", p, 1.0));
     draw(p, "spectral_norm_vs_step");
