@@ -6,7 +6,8 @@
   holds exactly the statistics of its kind (absent, not zero, what the kind lacks; the plain
   residual has none and no plots); fresh shc has spectral norms ~1 and alpha entropy ~ln K, fresh
   mhc row and column sums ~1; the CSV has one row per layer x sublayer; every plot is a valid PNG;
-  an export gives the same analysis as its checkpoint; usage and data errors exit 2 and 3.
+  an export gives the same analysis as its checkpoint; usage and data errors exit 2 and 3, a
+  missing gnuplot exits 1 naming the package.
 - run: `--run` over a run's checkpoints: one record per checkpoint by step, plots over steps.
 - np2: the same analysis under `mpirun -np 2` equals one process's.
 
@@ -33,10 +34,10 @@ MODEL = ["--model.preset", "tiny", "--model.n_layers", "2"]
 LAYERS = 2
 
 
-def run(command, expect=0, np=1):
+def run(command, expect=0, np=1, env=None):
     launcher = [] if np == 1 else ["mpirun", "-np", str(np), "--bind-to", "none"]
     result = subprocess.run(launcher + command, capture_output=True, text=True, timeout=300,
-                            env=MPI_ENV)
+                            env=dict(MPI_ENV, **(env or {})))
     if result.returncode != expect:
         sys.exit(f"{' '.join(command)} exited {result.returncode}, expected {expect}:\n"
                  f"{result.stderr[-4000:]}")
@@ -49,10 +50,10 @@ def train(run_dir, *args):
          "--train.eval_every", "0", "--data.train", os.path.join(data, "train-*.h5"), *args])
 
 
-def analyze(source_flag, source, out, *args, np=1, expect=0):
+def analyze(source_flag, source, out, *args, np=1, expect=0, env=None):
     return run([shc, "analyze-routing", source_flag, source, "--data.val", VAL, "--out", out,
                 "--seq_len", "32", "--batches", "3", "--batch_size", "4", "--threads", "1",
-                *args], expect=expect, np=np)
+                *args], expect=expect, np=np, env=env)
 
 
 def check_png(path):
@@ -152,6 +153,18 @@ def scenario_kinds():
     analyze("--run", os.path.join(work, "no_such_run"), errors, expect=3)
     run([shc, "analyze-routing", "--checkpoint", shc_run, "--data.val",
          os.path.join(data, "missing-*.h5"), "--out", errors], expect=3)
+    assert not os.path.exists(os.path.join(errors, "analysis.json"))
+    # Without gnuplot: exit 1 naming the package; the CSV is there, analysis.json (written last,
+    # the mark of a complete report) is not.
+    no_gnuplot = os.path.join(work, "bin_without_gnuplot")  # MPI's helpers (orted) stay found
+    mpi_bin = os.path.dirname(os.path.realpath(shutil.which("mpirun")))
+    os.makedirs(no_gnuplot)
+    for name in os.listdir(mpi_bin):
+        if not name.startswith("gnuplot"):
+            os.symlink(os.path.join(mpi_bin, name), os.path.join(no_gnuplot, name))
+    failed = analyze("--checkpoint", shc_run, errors, expect=1, env={"PATH": no_gnuplot})
+    assert "apt-get install gnuplot-nox" in failed.stderr, failed.stderr
+    assert os.path.exists(os.path.join(errors, "layers.csv"))
     assert not os.path.exists(os.path.join(errors, "analysis.json"))
 
 
