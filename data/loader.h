@@ -88,7 +88,7 @@ std::vector<uint32_t> epoch_permutation(int64_t num_sequences, uint64_t seed, in
 std::vector<std::string> expand_glob(const std::string& pattern);
 // The sorted union of several patterns; each must match something.
 std::vector<std::string> expand_globs(const std::vector<std::string>& patterns);
-// The same for a comma-separated list, as options like --data.train take it.
+// expand_globs of a comma-separated list of patterns (how --data.train / --data.val take them).
 std::vector<std::string> expand_glob_list(const std::string& comma_separated);
 
 }  // namespace shc::data

@@ -17,6 +17,7 @@
 #include "jobs/eval/metrics.h"
 #include "jobs/eval/transformer_model.h"
 #include "jobs/job.h"
+#include "jobs/job_helpers.h"
 #include "jobs/model_files.h"
 #include "parallel/runtime.h"
 
@@ -65,7 +66,7 @@ class EvaluateJob : public Job {
 
   int run(const po::variables_map& vm) override {
     auto& runtime = parallel::Runtime::instance();
-    torch::set_num_threads(std::max(1, int(torch::get_num_threads()) / runtime.local_size()));
+    torch::set_num_threads(default_threads(runtime));
     const std::string path = vm["checkpoint"].as<std::string>();
     const auto benchmarks = split_list(vm["benchmarks"].as<std::string>());
     const std::string val = vm["data.val"].as<std::string>();
@@ -165,10 +166,7 @@ class EvaluateJob : public Job {
     torch::NoGradGuard no_grad;
     double nll = 0, correct = 0, tokens = 0;
     for (int64_t b = 0; b < batches; ++b) {
-      auto batch = loader.next_batch();
-      const int64_t rows = loader.local_batch();
-      const auto ids =
-          torch::from_blob(batch.data(), {rows, o.seq_len + 1}, torch::kInt).to(torch::kLong);
+      const auto ids = batch_tensor(loader.next_batch(), loader.local_batch());
       const auto logits = model->forward(ids.narrow(1, 0, o.seq_len)).to(torch::kDouble);
       const auto targets = ids.narrow(1, 1, o.seq_len);
       nll += torch::nll_loss(torch::log_softmax(logits, -1).reshape({-1, logits.size(-1)}),

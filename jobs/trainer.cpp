@@ -16,9 +16,6 @@
 #include <memory>
 #include <optional>
 #include <sstream>
-#include <thread>
-
-#include <sched.h>
 
 #include "checkpoints/errors.h"
 #include "checkpoints/layout.h"
@@ -28,6 +25,7 @@
 #include "core/precision.h"
 #include "data/loader.h"
 #include "jobs/job.h"
+#include "jobs/job_helpers.h"
 #include "jobs/logging.h"
 #include "jobs/lr_schedule.h"
 #include "jobs/metrics_log.h"
@@ -229,25 +227,6 @@ std::string format_duration(double seconds) {
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
-// (rows, seq_len + 1) int64 tensor from a loader batch.
-torch::Tensor to_tensor(std::vector<int32_t> tokens, int64_t rows) {
-  auto t = torch::from_blob(tokens.data(), {rows, int64_t(tokens.size()) / rows}, torch::kInt);
-  return t.to(torch::kLong);
-}
-
-// Intra-op threads for this rank when train.threads is 0: the cores this process may run on
-// (mpirun binds each rank to a core by default; so does OpenMPI's singleton start), shared among
-// the ranks of this node when the process is not bound. More threads than cores makes LibTorch's
-// OpenMP workers spin against each other (measured: 30x slower steps).
-int default_threads(const parallel::Runtime& runtime) {
-  cpu_set_t mask;
-  const int online = int(std::thread::hardware_concurrency());
-  if (sched_getaffinity(0, sizeof(mask), &mask) != 0)
-    return std::max(1, online / runtime.local_size());
-  const int allowed = CPU_COUNT(&mask);
-  return std::max(1, allowed < online ? allowed : online / runtime.local_size());
 }
 
 std::string command_line() {
@@ -601,7 +580,7 @@ void Trainer::validate(int64_t step) {
   std::vector<std::pair<std::string, double>> metric_sums;
   const Forward forward = [this](const torch::Tensor& ids) { return this->forward(ids); };
   for (int64_t i = 0; i < o_.eval_batches; ++i) {
-    auto ids = to_tensor(val_data_->next_batch(), micro_batch_).to(device_);
+    auto ids = batch_tensor(val_data_->next_batch(), micro_batch_).to(device_);
     AutocastScope autocast(o_.precision == Precision::kBf16, device_.type());
     const auto result = task_.loss(forward, ids);
     loss_sum += result.loss.item<double>();
@@ -630,7 +609,7 @@ void Trainer::train_step(int64_t step) {
   auto& model = model_of(fsdp_.get(), model_);
   // Row r of this rank's batch is the global sequence first_sequence + r (data/loader.h).
   const int64_t first_sequence = train_data_->position() + rank_ * local_batch_;
-  auto batch = to_tensor(train_data_->next_batch(), local_batch_).to(device_);
+  auto batch = batch_tensor(train_data_->next_batch(), local_batch_).to(device_);
   const Forward forward = [this](const torch::Tensor& ids) { return this->forward(ids); };
   std::vector<std::pair<std::string, torch::Tensor>> metric_sums;
   const double loss = mean_over_ranks(accumulate_gradients(

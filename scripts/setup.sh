@@ -30,6 +30,7 @@ apt_packages=(
   libsentencepiece-dev sentencepiece
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libxxhash-dev
+  gnuplot-nox
   bible-kjv
 )
 missing=()

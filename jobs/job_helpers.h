@@ -1,0 +1,24 @@
+// Small pieces that several jobs share (train, analyze-routing, evaluate): how many intra-op
+// threads a rank should use, and a loader batch as a tensor.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "parallel/runtime.h"
+
+namespace shc::jobs {
+
+// Intra-op threads for this rank when the user did not choose: the cores this process may run on
+// (mpirun binds each rank to a core by default; so does OpenMPI's singleton start), shared among
+// the ranks of this node when the process is not bound. More threads than cores makes LibTorch's
+// OpenMP workers spin against each other (measured: 30x slower steps).
+int default_threads(const parallel::Runtime& runtime);
+
+// A loader batch (data::Loader::next_batch: rows of seq_len + 1 tokens) as a (rows, seq_len + 1)
+// int64 tensor.
+torch::Tensor batch_tensor(std::vector<int32_t> tokens, int64_t rows);
+
+}  // namespace shc::jobs
