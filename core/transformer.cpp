@@ -3,51 +3,12 @@
 #include <torch/torch.h>
 
 #include "precision.h"
-#include "splitmix.h"
-
-#include <ATen/CPUGeneratorImpl.h>
+#include "unit_seed.h"
 
 #include <cmath>
 #include <limits>
-#include <mutex>
 
 namespace shc {
-
-namespace {
-
-// Well-spread seeds from (base, unit): the unit-th output of splitmix64 started at base.
-uint64_t unit_seed(uint64_t base, int64_t unit) {
-  return splitmix64_mix(base + kSplitmixGamma * uint64_t(unit + 1));
-}
-
-// The global CPU generator seeded for one unit's construction; its state comes back afterwards,
-// so the rest of the program sees one draw (the base seed) whatever the model's size.
-class UnitSeedScope {
- public:
-  UnitSeedScope(uint64_t base, int64_t unit) : gen_(at::detail::getDefaultCPUGenerator()) {
-    std::lock_guard<std::mutex> lock(gen_.mutex());
-    saved_ = gen_.get_state();
-    gen_.set_current_seed(unit_seed(base, unit));
-  }
-  ~UnitSeedScope() {
-    std::lock_guard<std::mutex> lock(gen_.mutex());
-    gen_.set_state(saved_);
-  }
-  UnitSeedScope(const UnitSeedScope&) = delete;
-  UnitSeedScope& operator=(const UnitSeedScope&) = delete;
-
- private:
-  at::Generator gen_;
-  torch::Tensor saved_;
-};
-
-uint64_t draw_base_seed() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
-}
-
-}  // namespace
 
 SHCTransformerImpl::SHCTransformerImpl(ModelConfig cfg, const UnitBuilt& on_unit_built)
     : cfg_(std::move(cfg)) {
@@ -218,24 +179,39 @@ torch::Tensor sample_next_token(const torch::Tensor& logits, const GenerationOpt
   return next.squeeze(-1).to(logits.device());
 }
 
-torch::Tensor SHCTransformerImpl::generate(const torch::Tensor& ids,
-                                           const GenerationOptions& options) {
+namespace {
+
+// Evaluation mode for a scope; the previous mode comes back on exit, errors included.
+class EvalModeScope {
+ public:
+  explicit EvalModeScope(torch::nn::Module& model)
+      : model_(model), was_training_(model.is_training()) {
+    model_.eval();
+  }
+  ~EvalModeScope() { model_.train(was_training_); }
+  EvalModeScope(const EvalModeScope&) = delete;
+  EvalModeScope& operator=(const EvalModeScope&) = delete;
+
+ private:
+  torch::nn::Module& model_;
+  bool was_training_;
+};
+
+}  // namespace
+
+torch::Tensor decode_tokens(torch::nn::Module& model, const torch::Tensor& ids,
+                            const GenerationOptions& options,
+                            const std::function<torch::Tensor(const torch::Tensor&)>& prefill,
+                            const std::function<torch::Tensor(const torch::Tensor&)>& advance) {
   TORCH_CHECK(ids.dim() == 2 && ids.size(1) >= 1, "generate: ids must be (batch, T >= 1)");
   TORCH_CHECK(options.temperature >= 0, "generate: temperature must be >= 0, got ",
               options.temperature);
   TORCH_CHECK(options.top_p > 0 && options.top_p <= 1, "generate: top_p must be in (0, 1]");
-  const int64_t total = ids.size(1) + options.max_new_tokens;
-  TORCH_CHECK(total <= cfg_.max_seq_len, "generate: prompt (", ids.size(1), ") + max_new_tokens (",
-              options.max_new_tokens, ") exceeds max_seq_len (", cfg_.max_seq_len, ")");
   torch::NoGradGuard no_grad;
-  const bool was_training = is_training();
-  eval();
-
+  EvalModeScope eval_mode(model);
   std::optional<at::Generator> gen;
   if (options.seed) gen = at::detail::createCPUGenerator(*options.seed);
-  auto weight = tok_embeddings->weight;
-  KVCache cache(cfg_, ids.size(0), total, weight.options());
-  auto last = forward_cached(ids, cache).select(1, -1);
+  auto last = prefill(ids);
   auto out = ids;
   auto finished = torch::zeros({ids.size(0)}, torch::dtype(torch::kBool).device(ids.device()));
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
@@ -247,11 +223,24 @@ torch::Tensor SHCTransformerImpl::generate(const torch::Tensor& ids,
     if (options.on_token) options.on_token(next);
     out = torch::cat({out, next.unsqueeze(1)}, 1);
     if (options.eos_id >= 0 && finished.all().item<bool>()) break;
-    if (i + 1 < options.max_new_tokens)
-      last = forward_cached(next.unsqueeze(1), cache).select(1, -1);
+    if (i + 1 < options.max_new_tokens) last = advance(next);
   }
-  train(was_training);
   return out;
+}
+
+torch::Tensor SHCTransformerImpl::generate(const torch::Tensor& ids,
+                                           const GenerationOptions& options) {
+  TORCH_CHECK(ids.dim() == 2, "generate: ids must be (batch, T >= 1)");
+  const int64_t total = ids.size(1) + options.max_new_tokens;
+  TORCH_CHECK(total <= cfg_.max_seq_len, "generate: prompt (", ids.size(1), ") + max_new_tokens (",
+              options.max_new_tokens, ") exceeds max_seq_len (", cfg_.max_seq_len, ")");
+  KVCache cache(cfg_, ids.size(0), total, tok_embeddings->weight.options());
+  return decode_tokens(
+      *this, ids, options,
+      [&](const torch::Tensor& prompt) { return forward_cached(prompt, cache).select(1, -1); },
+      [&](const torch::Tensor& next) {
+        return forward_cached(next.unsqueeze(1), cache).select(1, -1);
+      });
 }
 
 void SHCTransformerImpl::set_routing_observer(RoutingObserver* observer) {

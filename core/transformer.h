@@ -46,6 +46,17 @@ struct GenerationOptions {
 torch::Tensor sample_next_token(const torch::Tensor& logits, const GenerationOptions& options,
                                 std::optional<at::Generator>& generator);
 
+// The decoding loop of every model family: `prefill(ids)` returns the logits (batch, vocab) after
+// each row's last prompt token, `advance(next)` those after the tokens just chosen (batch,). Each
+// step picks a token per row with sample_next_token and passes it to options.on_token; a row that
+// emitted eos_id is padded with it, and the loop ends once every row has. Runs without autograd
+// and with `model` in evaluation mode (its mode comes back afterwards, also on error); returns
+// (batch, T + generated) ids.
+torch::Tensor decode_tokens(torch::nn::Module& model, const torch::Tensor& ids,
+                            const GenerationOptions& options,
+                            const std::function<torch::Tensor(const torch::Tensor&)>& prefill,
+                            const std::function<torch::Tensor(const torch::Tensor&)>& advance);
+
 // AdamW's decoupled weight decay applies to matrices only: parameters named "*weight" with two
 // or more dimensions (linear and embedding weights, routing projections), not norm gains,
 // biases, scales, Cayley generators or stream offsets.
