@@ -12,12 +12,14 @@
 // recursively, and the even positions are filled in from the odd ones. That is O(T) work and
 // memory and 2 log2(T) dependent levels, and it only ever multiplies decays in (0, 1] and adds,
 // so it is as stable as the sequential loop (no exp of a positive cumulative sum, no log of a
-// signed value, unlike cumulative-sum or log-space scans).
+// signed value, unlike cumulative-sum or log-space scans). Its gradient is the same scan run
+// backwards in time (a LibTorch autograd function), so backward costs the same again.
 //
-// The cost is the memory of Mamba's reference (non-fused) scan: the state of every position is
-// materialised. A forward keeps about 6.25 (batch, T, d_inner, N) tensors for backward and peaks
-// at about 7.25, whatever T (tests/ssm_test.cpp measures it); the fused CUDA kernel of the paper
-// keeps the states in SRAM instead, which composed ops cannot.
+// The memory is that of Mamba's reference (non-fused) scan: the state of every position is
+// materialised. A forward keeps about 2.25 (batch, T, d_inner, N) tensors' worth for backward
+// (the decays and the states) and peaks at about 5.6 while it runs, whatever T (measured in
+// tests/ssm_test.cpp);
+// the fused CUDA kernel of the paper keeps the states in SRAM instead, which composed ops cannot.
 #pragma once
 
 #include <torch/types.h>

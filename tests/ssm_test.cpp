@@ -169,23 +169,27 @@ TEST(SelectiveScan, EqualsNaiveRecurrenceWithAndWithoutInitialState) {
 
 TEST(SelectiveScan, GradientsEqualTheNaiveLoops) {
   torch::manual_seed(3);
-  const int64_t T = 19, di = 3, n = 4;
-  auto make = [&](std::vector<int64_t> shape) {
-    return torch::randn(shape, torch::kDouble).requires_grad_(true);
-  };
-  auto x = make({2, T, di}), dt_raw = make({2, T, di}), A_log = make({di, n});
-  auto B = make({2, T, n}), C = make({2, T, n}), h0 = make({2, di, n});
-  std::vector<torch::Tensor> inputs{x, dt_raw, A_log, B, C, h0};
-  auto grads = [&](bool fast) {
-    auto dt = torch::softplus(dt_raw), A = -torch::exp(A_log);
-    auto r = fast ? selective_scan(x, dt, A, B, C, h0) : naive_selective_scan(x, dt, A, B, C, h0);
-    return torch::autograd::grad({(r.y * r.y).sum() + r.last_state.sum()}, inputs);
-  };
-  auto fast = grads(true), slow = grads(false);
+  const int64_t di = 3, n = 4;
   double worst = 0;
-  for (size_t i = 0; i < inputs.size(); ++i)
-    worst = std::max(worst, max_abs_diff(fast[i], slow[i]));
-  EXPECT_LE(worst, 1e-10);
+  for (int64_t T : {1, 2, 19, 64}) {
+    auto make = [&](std::vector<int64_t> shape) {
+      return torch::randn(shape, torch::kDouble).requires_grad_(true);
+    };
+    auto x = make({2, T, di}), dt_raw = make({2, T, di}), A_log = make({di, n});
+    auto B = make({2, T, n}), C = make({2, T, n}), h0 = make({2, di, n});
+    std::vector<torch::Tensor> inputs{x, dt_raw, A_log, B, C, h0};
+    auto grads = [&](bool fast) {
+      auto dt = torch::softplus(dt_raw), A = -torch::exp(A_log);
+      auto r = fast ? selective_scan(x, dt, A, B, C, h0) : naive_selective_scan(x, dt, A, B, C, h0);
+      return torch::autograd::grad({(r.y * r.y).sum() + r.last_state.sum()}, inputs);
+    };
+    auto fast = grads(true), slow = grads(false);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const double diff = max_abs_diff(fast[i], slow[i]);
+      EXPECT_LE(diff, 1e-10) << "T = " << T << ", input " << i;
+      worst = std::max(worst, diff);
+    }
+  }
   figure("selective_scan gradients vs naive loop, fp64", worst);
 }
 
@@ -217,7 +221,7 @@ TEST(SelectiveScan, MemoryIsLinearInLength) {
       kept_short, kept_long, peak_short, peak_long);
   EXPECT_NEAR(kept_long / kept_short, 1.0, 0.05);
   EXPECT_NEAR(peak_long / peak_short, 1.0, 0.05);
-  EXPECT_LT(kept_long, 12.0);
+  EXPECT_LT(kept_long, 2.5);  // the decays and the states (selective_scan.h)
 }
 
 TEST(SSMStudent, InitialisationFollowsMamba) {
