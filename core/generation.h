@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/core/Generator.h>
+#include <torch/nn/module.h>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -39,6 +40,23 @@ torch::Tensor sample_next_token(const torch::Tensor& logits, const GenerationOpt
 struct IncrementalDecoder {
   std::function<torch::Tensor(const torch::Tensor& ids)> start;
   std::function<torch::Tensor(const torch::Tensor& tokens)> next;
+};
+
+// Evaluation mode for a scope (a model generating); the previous mode comes back on exit, errors
+// included.
+class EvalModeScope {
+ public:
+  explicit EvalModeScope(torch::nn::Module& model)
+      : model_(model), was_training_(model.is_training()) {
+    model_.eval();
+  }
+  ~EvalModeScope() { model_.train(was_training_); }
+  EvalModeScope(const EvalModeScope&) = delete;
+  EvalModeScope& operator=(const EvalModeScope&) = delete;
+
+ private:
+  torch::nn::Module& model_;
+  bool was_training_;
 };
 
 // Up to max_new_tokens steps after `ids` (batch, T >= 1), under no_grad; returns (batch, T +

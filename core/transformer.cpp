@@ -3,51 +3,12 @@
 #include <torch/torch.h>
 
 #include "precision.h"
-#include "splitmix.h"
-
-#include <ATen/CPUGeneratorImpl.h>
+#include "unit_seed.h"
 
 #include <cmath>
 #include <limits>
-#include <mutex>
 
 namespace shc {
-
-namespace {
-
-// Well-spread seeds from (base, unit): the unit-th output of splitmix64 started at base.
-uint64_t unit_seed(uint64_t base, int64_t unit) {
-  return splitmix64_mix(base + kSplitmixGamma * uint64_t(unit + 1));
-}
-
-// The global CPU generator seeded for one unit's construction; its state comes back afterwards,
-// so the rest of the program sees one draw (the base seed) whatever the model's size.
-class UnitSeedScope {
- public:
-  UnitSeedScope(uint64_t base, int64_t unit) : gen_(at::detail::getDefaultCPUGenerator()) {
-    std::lock_guard<std::mutex> lock(gen_.mutex());
-    saved_ = gen_.get_state();
-    gen_.set_current_seed(unit_seed(base, unit));
-  }
-  ~UnitSeedScope() {
-    std::lock_guard<std::mutex> lock(gen_.mutex());
-    gen_.set_state(saved_);
-  }
-  UnitSeedScope(const UnitSeedScope&) = delete;
-  UnitSeedScope& operator=(const UnitSeedScope&) = delete;
-
- private:
-  at::Generator gen_;
-  torch::Tensor saved_;
-};
-
-uint64_t draw_base_seed() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
-}
-
-}  // namespace
 
 SHCTransformerImpl::SHCTransformerImpl(ModelConfig cfg, const UnitBuilt& on_unit_built)
     : cfg_(std::move(cfg)) {
@@ -203,17 +164,14 @@ torch::Tensor SHCTransformerImpl::generate(const torch::Tensor& ids,
   const int64_t total = ids.size(1) + options.max_new_tokens;
   TORCH_CHECK(total <= cfg_.max_seq_len, "generate: prompt (", ids.size(1), ") + max_new_tokens (",
               options.max_new_tokens, ") exceeds max_seq_len (", cfg_.max_seq_len, ")");
-  const bool was_training = is_training();
-  eval();
+  EvalModeScope eval_mode(*this);
   KVCache cache(cfg_, ids.size(0), total, tok_embeddings->weight.options());
-  const auto out = decode(
+  return decode(
       {[&](const torch::Tensor& prompt) { return forward_cached(prompt, cache).select(1, -1); },
        [&](const torch::Tensor& tokens) {
          return forward_cached(tokens.unsqueeze(1), cache).select(1, -1);
        }},
       ids, options);
-  train(was_training);
-  return out;
 }
 
 void SHCTransformerImpl::set_routing_observer(RoutingObserver* observer) {

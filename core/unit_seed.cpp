@@ -1,0 +1,38 @@
+#include "unit_seed.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <mutex>
+
+#include "splitmix.h"
+
+namespace shc {
+
+namespace {
+
+// Well-spread seeds from (base, unit): the unit-th output of splitmix64 started at base.
+uint64_t unit_seed(uint64_t base, int64_t unit) {
+  return splitmix64_mix(base + kSplitmixGamma * uint64_t(unit + 1));
+}
+
+}  // namespace
+
+uint64_t draw_base_seed() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
+}
+
+UnitSeedScope::UnitSeedScope(uint64_t base, int64_t unit)
+    : gen_(at::detail::getDefaultCPUGenerator()) {
+  std::lock_guard<std::mutex> lock(gen_.mutex());
+  saved_ = gen_.get_state();
+  gen_.set_current_seed(unit_seed(base, unit));
+}
+
+UnitSeedScope::~UnitSeedScope() {
+  std::lock_guard<std::mutex> lock(gen_.mutex());
+  gen_.set_state(saved_);
+}
+
+}  // namespace shc
