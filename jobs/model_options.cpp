@@ -165,4 +165,34 @@ ModelConfig model_config_from_json(const nlohmann::json& j) {
   return config;
 }
 
+nlohmann::json ssm_config_to_json(const SSMConfig& c) {
+  return {
+      {"name", c.name},         {"vocab_size", c.vocab_size}, {"hidden_dim", c.hidden_dim},
+      {"n_layers", c.n_layers}, {"state_dim", c.state_dim},   {"conv_kernel", c.conv_kernel},
+      {"expand", c.expand},     {"dt_rank", c.dt_rank},       {"dt_min", c.dt_min},
+      {"dt_max", c.dt_max},     {"norm_eps", c.norm_eps},     {"tie_embeddings", c.tie_embeddings}};
+}
+
+SSMConfig ssm_config_from_json(const nlohmann::json& j) {
+  SSMConfig c;
+  try {
+    c.name = j.at("name").get<std::string>();
+    c.vocab_size = j.at("vocab_size").get<int64_t>();
+    c.hidden_dim = j.at("hidden_dim").get<int64_t>();
+    c.n_layers = j.at("n_layers").get<int64_t>();
+    c.state_dim = j.at("state_dim").get<int64_t>();
+    c.conv_kernel = j.at("conv_kernel").get<int64_t>();
+    c.expand = j.at("expand").get<int64_t>();
+    c.dt_rank = j.at("dt_rank").get<int64_t>();
+    c.dt_min = j.at("dt_min").get<double>();
+    c.dt_max = j.at("dt_max").get<double>();
+    c.norm_eps = j.at("norm_eps").get<double>();
+    c.tie_embeddings = j.at("tie_embeddings").get<bool>();
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(std::string("SSM student config: ") + e.what());
+  }
+  c.validate();
+  return c;
+}
+
 }  // namespace shc::jobs

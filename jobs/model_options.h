@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
+#include "core/ssm_config.h"
 
 namespace shc::jobs {
 
@@ -23,5 +24,8 @@ ModelConfig model_config_from(const boost::program_options::variables_map& vm);
 // std::invalid_argument naming a missing or mistyped field, then validates.
 nlohmann::json model_config_to_json(const ModelConfig& config);
 ModelConfig model_config_from_json(const nlohmann::json& j);
+// The same for the SSM student's config (every field of SSMConfig).
+nlohmann::json ssm_config_to_json(const SSMConfig& config);
+SSMConfig ssm_config_from_json(const nlohmann::json& j);
 
 }  // namespace shc::jobs

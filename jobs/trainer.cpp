@@ -357,6 +357,10 @@ Trainer::Trainer(const TrainerOptions& options, const TrainingTask& task)
   train_opts.global_batch = o_.global_batch;
   train_opts.expected_vocab = task_.vocab_size;
   train_data_ = std::make_unique<data::Loader>(train_opts);
+  if (!task_.expected_tokenizer.empty() && train_data_->tokenizer() != task_.expected_tokenizer) {
+    throw ExitError(kExitData, "data.train is tokenized by " + train_data_->tokenizer() +
+                                   ", the model expects " + task_.expected_tokenizer);
+  }
   if (train_data_->tokenizer().rfind("spm:", 0) == 0) {
     const auto model =
         std::filesystem::absolute(train_opts.files.front()).parent_path() / "tokenizer.model";

@@ -84,6 +84,8 @@ struct TrainingTask {
   nlohmann::json model_config;  // recorded; resuming with a different one exits 3 naming fields
   std::string model_summary;    // one line for the log
   int64_t vocab_size = 0, max_seq_len = 0;
+  // The tokenizer the data must be prepared with (e.g. a teacher's), "" = any.
+  std::string expected_tokenizer;
   // The model, unit by unit; built after torch::manual_seed(train.seed), the same on every rank.
   parallel::ShardedModelBuilder build;
   LossFunction loss;
