@@ -15,7 +15,7 @@
 #include "data/loader.h"
 #include "jobs/eval/benchmarks.h"
 #include "jobs/eval/metrics.h"
-#include "jobs/eval/transformer_model.h"
+#include "jobs/eval/trained_model.h"
 #include "jobs/job.h"
 #include "jobs/job_helpers.h"
 #include "jobs/model_files.h"
@@ -74,16 +74,15 @@ class EvaluateJob : public Job {
       throw std::invalid_argument("nothing to evaluate: give --data.val and/or --benchmarks");
     }
     const StoredModel stored = read_stored_model(path);
-    SHCTransformer model = load_transformer(stored);
-    model->eval();
+    const auto model = load_model(stored);
     json results = {{"checkpoint", path},
                     {"model_family", stored.family},
                     {"step", stored.step},
                     {"world_size", runtime.world_size()}};
-    if (!val.empty()) results["validation"] = validation(vm, model, val, stored);
+    if (!val.empty()) results["validation"] = validation(vm, *model, val, stored);
     if (!benchmarks.empty()) {
-      eval::TransformerLanguageModel lm(
-          model, stored_tokenizer(stored, vm["tokenizer_model"].as<std::string>()));
+      eval::TrainedLanguageModel lm(
+          *model, stored_tokenizer(stored, vm["tokenizer_model"].as<std::string>()));
       const std::string dir = vm["benchmark_dir"].as<std::string>();
       if (dir.empty()) throw std::invalid_argument("--benchmarks needs --benchmark_dir");
       const eval::Shard shard{runtime.rank(), runtime.world_size()};
@@ -134,7 +133,7 @@ class EvaluateJob : public Job {
  private:
   // Mean next-token NLL, perplexity and argmax accuracy over the validation set: each rank sums
   // over its rows of every global batch, and the sums are added over the ranks.
-  static json validation(const po::variables_map& vm, SHCTransformer& model, const std::string& val,
+  static json validation(const po::variables_map& vm, LoadedModel& model, const std::string& val,
                          const StoredModel& stored) {
     auto& runtime = parallel::Runtime::instance();
     data::LoaderOptions o;
@@ -143,9 +142,9 @@ class EvaluateJob : public Job {
     o.rank = runtime.rank();
     o.world_size = runtime.world_size();
     o.global_batch = vm["eval.global_batch"].as<int64_t>();
-    o.expected_vocab = model->config().vocab_size;
-    if (o.seq_len < 1 || o.seq_len + 1 > model->config().max_seq_len) {
-      throw std::invalid_argument("eval.seq_len + 1 must be in [2, model.max_seq_len]");
+    o.expected_vocab = stored.config.at("vocab_size").get<int64_t>();
+    if (o.seq_len < 1 || o.seq_len + 1 > model.context_length()) {
+      throw std::invalid_argument("eval.seq_len + 1 must be in [2, the model's context]");
     }
     if (o.global_batch < 1 || o.global_batch % o.world_size != 0) {
       throw std::invalid_argument(
@@ -167,7 +166,7 @@ class EvaluateJob : public Job {
     double nll = 0, correct = 0, tokens = 0;
     for (int64_t b = 0; b < batches; ++b) {
       const auto ids = batch_tensor(loader.next_batch(), loader.local_batch());
-      const auto logits = model->forward(ids.narrow(1, 0, o.seq_len)).to(torch::kDouble);
+      const auto logits = model.forward(ids.narrow(1, 0, o.seq_len)).to(torch::kDouble);
       const auto targets = ids.narrow(1, 1, o.seq_len);
       nll += torch::nll_loss(torch::log_softmax(logits, -1).reshape({-1, logits.size(-1)}),
                              targets.reshape({-1}), {}, at::Reduction::Sum)

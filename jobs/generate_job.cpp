@@ -63,7 +63,7 @@ class GenerateJob : public Job {
     }
     const StoredModel stored = read_stored_model(vm["checkpoint"].as<std::string>());
     const auto tokenizer = stored_tokenizer(stored, vm["tokenizer_model"].as<std::string>());
-    SHCTransformer model = load_transformer(stored);
+    const auto model = load_model(stored);
 
     std::vector<int64_t> ids;
     for (uint32_t id : tokenizer->encode(prompt)) ids.push_back(int64_t(id));
@@ -80,11 +80,11 @@ class GenerateJob : public Job {
     if (!(options.top_p > 0 && options.top_p <= 1)) {
       throw std::invalid_argument("--top_p must be in (0, 1]");
     }
-    const int64_t room = model->config().max_seq_len - int64_t(ids.size());
+    const int64_t room = model->context_length() - int64_t(ids.size());
     if (room < 1) {
       throw std::invalid_argument("the prompt has " + std::to_string(ids.size()) +
                                   " tokens; the model takes at most " +
-                                  std::to_string(model->config().max_seq_len));
+                                  std::to_string(model->context_length()));
     }
     if (options.max_new_tokens > room) {
       BOOST_LOG_TRIVIAL(warning) << "--max_new_tokens " << options.max_new_tokens
@@ -109,7 +109,7 @@ class GenerateJob : public Job {
         printed = text;
       }
     };
-    BOOST_LOG_TRIVIAL(info) << "generating from " << stored.family << " step " << stored.step
+    BOOST_LOG_TRIVIAL(info) << "generating from " << model->summary() << " step " << stored.step
                             << " (" << ids.size() << " prompt tokens, tokenizer "
                             << stored.tokenizer << ", seed " << *options.seed << ")";
     const auto start = std::chrono::steady_clock::now();

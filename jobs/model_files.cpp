@@ -10,6 +10,7 @@
 #include "checkpoints/manifest.h"
 #include "checkpoints/restore.h"
 #include "checkpoints/safetensors.h"
+#include "core/ssm_student.h"
 #include "jobs/model_options.h"
 
 namespace shc::jobs {
@@ -127,14 +128,13 @@ std::unique_ptr<data::Tokenizer> stored_tokenizer(const StoredModel& model,
                                 model_path.empty() ? model.tokenizer_model : model_path);
 }
 
-SHCTransformer load_transformer(const StoredModel& stored) {
-  if (stored.family != "shc_transformer") {
-    throw std::invalid_argument("a " + stored.family + " model is not an SHCTransformer");
-  }
-  SHCTransformer model(model_config_from_json(stored.config));
+namespace {
+
+// Copies the stored parameters into `model`'s, which must all be there at the same shapes.
+void copy_parameters(torch::nn::Module& model, const StoredModel& stored) {
   std::map<std::string, torch::Tensor> by_name(stored.parameters.begin(), stored.parameters.end());
   torch::NoGradGuard no_grad;
-  for (auto& item : model->named_parameters()) {
+  for (auto& item : model.named_parameters()) {
     const auto it = by_name.find(item.key());
     if (it == by_name.end() || it->second.sizes() != item.value().sizes()) {
       throw checkpoints::CheckpointError(
@@ -144,7 +144,55 @@ SHCTransformer load_transformer(const StoredModel& stored) {
     }
     item.value().copy_(it->second);
   }
+}
+
+// LoadedModel over a model type with forward(ids) and generate(ids, options).
+template <typename Model>
+class LoadedModelOf final : public LoadedModel {
+ public:
+  LoadedModelOf(Model model, int64_t context, std::string summary)
+      : model_(std::move(model)), context_(context), summary_(std::move(summary)) {
+    model_->eval();
+  }
+  torch::Tensor forward(const torch::Tensor& ids) override { return model_->forward(ids); }
+  torch::Tensor generate(const torch::Tensor& ids, const GenerationOptions& options) override {
+    return model_->generate(ids, options);
+  }
+  int64_t context_length() const override { return context_; }
+  std::string summary() const override { return summary_; }
+  void to(const torch::Device& device) override { model_->to(device); }
+
+ private:
+  Model model_;
+  int64_t context_;
+  std::string summary_;
+};
+
+}  // namespace
+
+SHCTransformer load_transformer(const StoredModel& stored) {
+  if (stored.family != "shc_transformer") {
+    throw std::invalid_argument("a " + stored.family + " model is not an SHCTransformer");
+  }
+  SHCTransformer model(model_config_from_json(stored.config));
+  copy_parameters(*model, stored);
   return model;
+}
+
+std::unique_ptr<LoadedModel> load_model(const StoredModel& stored) {
+  if (stored.family == "shc_transformer") {
+    auto model = load_transformer(stored);
+    const auto& cfg = model->config();
+    return std::make_unique<LoadedModelOf<SHCTransformer>>(model, cfg.max_seq_len, cfg.summary());
+  }
+  if (stored.family == "ssm_student") {
+    const SSMConfig cfg = ssm_config_from_json(stored.config);
+    SSMStudent model(cfg);
+    copy_parameters(*model, stored);
+    return std::make_unique<LoadedModelOf<SSMStudent>>(model, LoadedModel::kUnbounded,
+                                                       cfg.summary());
+  }
+  throw checkpoints::CheckpointError("unknown model family '" + stored.family + "'");
 }
 
 }  // namespace shc::jobs

@@ -53,6 +53,23 @@ std::string export_config_path(const std::string& path);
 std::unique_ptr<data::Tokenizer> stored_tokenizer(const StoredModel& model,
                                                   const std::string& model_path = {});
 
+// A trained language model of any family (shc_transformer, ssm_student), as the jobs that run
+// one see it: logits, generation, how long a sequence it takes. In evaluation mode.
+class LoadedModel {
+ public:
+  // The context of a model with no position limit (the recurrent student).
+  static constexpr int64_t kUnbounded = int64_t(1) << 40;
+  virtual ~LoadedModel() = default;
+  virtual torch::Tensor forward(const torch::Tensor& ids) = 0;  // (batch, T) -> logits
+  virtual torch::Tensor generate(const torch::Tensor& ids, const GenerationOptions& options) = 0;
+  virtual int64_t context_length() const = 0;
+  virtual std::string summary() const = 0;
+  virtual void to(const torch::Device& device) = 0;
+};
+// The stored model as its family's module (fp32, CPU). CheckpointError for an unknown family or
+// parameters that do not fit the config.
+std::unique_ptr<LoadedModel> load_model(const StoredModel& model);
+
 // An SHCTransformer (fp32, CPU) holding the stored parameters. std::invalid_argument for another
 // family, CheckpointError for a parameter that is missing or of another shape.
 SHCTransformer load_transformer(const StoredModel& model);

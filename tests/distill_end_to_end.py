@@ -1,7 +1,8 @@
 """`shc distill` end to end on the GPL-3 text: a short-trained tiny SHC teacher is distilled into
 an SSM student; the student's KL to the teacher falls over a short run; `mpirun -np 2` gives the
 same per-step losses as one process (1e-5), with DDP and with the student sharded (FSDP); a stopped and resumed distillation equals an
-uninterrupted one exactly; the student's checkpoint records its family and exports.
+uninterrupted one exactly; the student's checkpoint records its family, exports, and is read by
+inspect, generate and evaluate.
 
 usage: distill_end_to_end.py SHC WORKDIR"""
 import json
@@ -77,5 +78,26 @@ out = os.path.join(work, "student.safetensors")
 subprocess.run([shc, "export", "--checkpoint", one, "--out", out], check=True,
                capture_output=True)
 assert json.load(open(os.path.join(work, "student.json")))["model_family"] == "ssm_student"
+# generate and evaluate load it by its family, from the checkpoint and from the export.
+for path in (long, out):
+    text = subprocess.run([shc, "generate", "--checkpoint", path, "--prompt", "The GNU",
+                           "--temperature", "0", "--max_new_tokens", "16"],
+                          capture_output=True, text=True, check=True)
+    assert "mamba" in text.stderr and "tokens/s" in text.stderr, text.stderr[-2000:]
+
+
+def validation_loss(path):
+    result = subprocess.run([shc, "evaluate", "--checkpoint", path, "--data.val",
+                             os.path.join(data, "val-*.h5"), "--eval.seq_len", "32"],
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+student = validation_loss(long)
+teacher_loss = validation_loss(teacher)["validation"]["loss"]
+assert student["model_family"] == "ssm_student", student
+# Uniform over 257 bytes would be ln 257 = 5.55: the student has learnt most of the teacher's fit.
+assert student["validation"]["loss"] < teacher_loss + 0.5, (student, teacher_loss)
 print(f"distill: val KL {val[0]['val_kl']:.3f} -> {val[-1]['val_kl']:.3f} in 40 steps; "
-      f"2 ranks (ddp, fsdp) = 1; resume exact")
+      f"2 ranks (ddp, fsdp) = 1; resume exact; validation loss student "
+      f"{student['validation']['loss']:.3f} vs teacher {teacher_loss:.3f}")

@@ -1,4 +1,4 @@
-#include "jobs/eval/transformer_model.h"
+#include "jobs/eval/trained_model.h"
 
 #include <torch/torch.h>
 
@@ -15,42 +15,39 @@ torch::Tensor as_ids(const std::vector<uint32_t>& tokens) {
 
 }  // namespace
 
-TransformerLanguageModel::TransformerLanguageModel(SHCTransformer model,
-                                                   std::unique_ptr<data::Tokenizer> tokenizer)
-    : model_(std::move(model)), tokenizer_(std::move(tokenizer)) {
-  model_->eval();
-}
+TrainedLanguageModel::TrainedLanguageModel(LoadedModel& model,
+                                           std::unique_ptr<data::Tokenizer> tokenizer)
+    : model_(model), tokenizer_(std::move(tokenizer)) {}
 
-std::vector<uint32_t> TransformerLanguageModel::encode(const std::string& text) const {
+std::vector<uint32_t> TrainedLanguageModel::encode(const std::string& text) const {
   return tokenizer_->encode(text);
 }
 
-std::string TransformerLanguageModel::decode(const std::vector<uint32_t>& ids) const {
+std::string TrainedLanguageModel::decode(const std::vector<uint32_t>& ids) const {
   return tokenizer_->decode(ids);
 }
 
-int64_t TransformerLanguageModel::context_length() const {
-  return model_->config().max_seq_len;
+int64_t TrainedLanguageModel::context_length() const {
+  return model_.context_length();
 }
 
-std::vector<double> TransformerLanguageModel::next_token_logprobs(
-    const std::vector<uint32_t>& prefix) {
+std::vector<double> TrainedLanguageModel::next_token_logprobs(const std::vector<uint32_t>& prefix) {
   if (prefix.empty()) throw std::invalid_argument("next_token_logprobs: empty prefix");
   torch::NoGradGuard no_grad;
-  const auto logits = model_->forward(as_ids(prefix)).select(1, -1).squeeze(0);
+  const auto logits = model_.forward(as_ids(prefix)).select(1, -1).squeeze(0);
   const auto logp = torch::log_softmax(logits.to(torch::kDouble), -1).contiguous();
   return std::vector<double>(logp.data_ptr<double>(), logp.data_ptr<double>() + logp.numel());
 }
 
-std::string TransformerLanguageModel::greedy_generate(const std::vector<uint32_t>& prompt,
-                                                      int64_t max_new_tokens,
-                                                      const std::vector<std::string>& stop) {
+std::string TrainedLanguageModel::greedy_generate(const std::vector<uint32_t>& prompt,
+                                                  int64_t max_new_tokens,
+                                                  const std::vector<std::string>& stop) {
   if (prompt.empty()) throw std::invalid_argument("greedy_generate: empty prompt");
   GenerationOptions options;
   options.temperature = 0;
   options.eos_id = tokenizer_->eos_id();
   options.max_new_tokens =
-      std::min<int64_t>(max_new_tokens, model_->config().max_seq_len - int64_t(prompt.size()));
+      std::min<int64_t>(max_new_tokens, model_.context_length() - int64_t(prompt.size()));
   if (options.max_new_tokens < 1) return "";
   std::vector<uint32_t> generated;
   std::string text;
@@ -63,7 +60,7 @@ std::string TransformerLanguageModel::greedy_generate(const std::vector<uint32_t
     for (const auto& s : stop) cut = std::min(cut, text.find(s));
   };
   options.stop = [&] { return cut != std::string::npos; };
-  model_->generate(as_ids(prompt), options);
+  model_.generate(as_ids(prompt), options);
   return cut == std::string::npos ? text : text.substr(0, cut);
 }
 

@@ -1,21 +1,23 @@
-// The evaluation LanguageModel (jobs/eval/language_model.h) over a trained SHCTransformer and the
-// tokenizer it was trained with: next-token log-probabilities from a full forward, and greedy
-// continuations decoded with the KV cache, cut at the first stop string.
+// The evaluation LanguageModel (jobs/eval/language_model.h) over a trained model of any family
+// (jobs/model_files.h LoadedModel) and the tokenizer it was trained with: next-token
+// log-probabilities from a full forward, and greedy continuations decoded incrementally (KV cache
+// or recurrent state), cut at the first stop string.
 #pragma once
 
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "core/transformer.h"
 #include "data/tokenizer.h"
 #include "jobs/eval/language_model.h"
+#include "jobs/model_files.h"
 
 namespace shc::jobs::eval {
 
-class TransformerLanguageModel : public LanguageModel {
+class TrainedLanguageModel : public LanguageModel {
  public:
-  TransformerLanguageModel(SHCTransformer model, std::unique_ptr<data::Tokenizer> tokenizer);
+  // `model` must outlive this object.
+  TrainedLanguageModel(LoadedModel& model, std::unique_ptr<data::Tokenizer> tokenizer);
 
   std::vector<uint32_t> encode(const std::string& text) const override;
   std::string decode(const std::vector<uint32_t>& ids) const override;
@@ -27,7 +29,7 @@ class TransformerLanguageModel : public LanguageModel {
                               const std::vector<std::string>& stop) override;
 
  private:
-  SHCTransformer model_;
+  LoadedModel& model_;
   std::unique_ptr<data::Tokenizer> tokenizer_;
 };
 
