@@ -1,7 +1,8 @@
 // `shc distill --distill.teacher PATH --data.train GLOB ...`: trains an SSMStudent (core/
 // ssm_student.h) to imitate a frozen SHC teacher (jobs/distillation.h) through the one training
 // loop (jobs/trainer.h): the same data loader, DDP/FSDP/hybrid, checkpoints, resume, preemption,
-// metrics (`kl` and `ce` per step) and logs as `shc train`. The student's checkpoints record the
+// metrics (`kl` and `ce` per step, `hidden_mse` with the hidden-state term) and logs as
+// `shc train`. The student's checkpoints record the
 // model family "ssm_student".
 //
 // The teacher is replicated on every rank, never sharded: it is frozen, so it has neither
@@ -13,6 +14,7 @@
 #include <boost/log/trivial.hpp>
 
 #include "core/ssm_student.h"
+#include "jobs/distill_student.h"
 #include "jobs/distillation.h"
 #include "jobs/job.h"
 #include "jobs/model_files.h"
@@ -39,7 +41,10 @@ class DistillJob : public Job {
         ("distill.alpha_kd", po::value<double>()->default_value(1.0),
          "weight of the per-token KL(teacher || student)")
         ("distill.alpha_ce", po::value<double>()->default_value(0.5),
-         "weight of the student's next-token cross entropy on the data");
+         "weight of the student's next-token cross entropy on the data")
+        ("distill.alpha_hidden", po::value<double>()->default_value(0.0),
+         "weight of the MSE between the student's final hidden states, through a learned "
+         "projection (hidden_projection.weight), and the teacher's (0 = off)");
     po::options_description student("student options (an SSMStudent shaped like the teacher: its "
                                     "vocab, hidden size and depth)",
                                     kHelpLineLength, kHelpLineLength / 2);
@@ -72,10 +77,12 @@ class DistillJob : public Job {
     const double temperature = vm["distill.temperature"].as<double>();
     const double alpha_kd = vm["distill.alpha_kd"].as<double>();
     const double alpha_ce = vm["distill.alpha_ce"].as<double>();
-    if (temperature <= 0 || alpha_kd < 0 || alpha_ce < 0 || alpha_kd + alpha_ce <= 0) {
+    const double alpha_hidden = vm["distill.alpha_hidden"].as<double>();
+    if (temperature <= 0 || alpha_kd < 0 || alpha_ce < 0 || alpha_hidden < 0 ||
+        alpha_kd + alpha_ce + alpha_hidden <= 0) {
       throw std::invalid_argument(
-          "distill.temperature must be positive and distill.alpha_kd, distill.alpha_ce "
-          "non-negative with a positive sum");
+          "distill.temperature must be positive and distill.alpha_kd, distill.alpha_ce, "
+          "distill.alpha_hidden non-negative with a positive sum");
     }
     BOOST_LOG_TRIVIAL(info) << "teacher " << teacher_path << " (step " << stored.step << ", "
                             << teacher->config().summary() << ", " << teacher->num_parameters()
@@ -89,18 +96,30 @@ class DistillJob : public Job {
     // The student has no position limit; the teacher must see every training sequence whole.
     task.max_seq_len = teacher->config().max_seq_len;
     task.expected_tokenizer = stored.tokenizer;
-    task.build = parallel::SSMUnits::builder(cfg);
-    task.loss = [teacher, temperature, alpha_kd, alpha_ce](const Forward& forward,
-                                                           const torch::Tensor& ids) mutable {
-      const auto student_logits = forward(ids);
-      torch::Tensor teacher_logits;
+    const int64_t vocab = cfg.vocab_size, teacher_hidden = teacher->config().hidden_dim;
+    task.build = alpha_hidden > 0 ? StudentWithHiddenProjection::builder(cfg, teacher_hidden)
+                                  : parallel::SSMUnits::builder(cfg);
+    task.loss = [=](const Forward& forward, const torch::Tensor& ids) mutable {
+      const auto out = forward(ids);
+      // The teacher's logits, and its final hidden states when the hidden term is on.
+      torch::Tensor teacher_logits, teacher_states;
       {
         torch::NoGradGuard no_grad;
-        teacher_logits = teacher->forward(ids);
+        auto x = ids;
+        for (int64_t u = 0; u + 1 < teacher->num_units(); ++u) x = teacher->run_unit(u, x);
+        teacher_logits = teacher->head(x);
+        if (alpha_hidden > 0) teacher_states = teacher->final_hidden(x);
       }
-      const auto d =
-          distillation_loss(student_logits, teacher_logits, ids, temperature, alpha_kd, alpha_ce);
-      return MicroBatchResult{d.loss, {{"kl", d.kl}, {"ce", d.ce}}};
+      if (alpha_hidden == 0) {
+        const auto d = distillation_loss(out, teacher_logits, ids, temperature, alpha_kd, alpha_ce);
+        return MicroBatchResult{d.loss, {{"kl", d.kl}, {"ce", d.ce}}};
+      }
+      // StudentWithHiddenProjection's output: [logits | projected hidden states].
+      const HiddenStates hidden{out.narrow(-1, vocab, teacher_hidden), teacher_states,
+                                alpha_hidden};
+      const auto d = distillation_loss(out.narrow(-1, 0, vocab), teacher_logits, ids, temperature,
+                                       alpha_kd, alpha_ce, &hidden);
+      return MicroBatchResult{d.loss, {{"kl", d.kl}, {"ce", d.ce}, {"hidden_mse", d.hidden_mse}}};
     };
     task.resolved_config = options_to_json(vm);
     return train(options, task);

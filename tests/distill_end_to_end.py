@@ -69,6 +69,24 @@ assert "resuming from" in resumed.stderr and "at step 3" in resumed.stderr, resu
 strip = lambda rs: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rs]
 assert strip(records(split)) == strip(records(one)), (records(split), records(one))
 
+# The hidden-state term: a learned projection trained with the student (2 ranks sharded equal 1),
+# reported as hidden_mse; generation from that checkpoint ignores the projection.
+hidden_one, hidden_fsdp = os.path.join(work, "hidden_one"), os.path.join(work, "hidden_fsdp")
+with_hidden = short + ["--distill.alpha_hidden", "0.1"]
+distill(hidden_one, *with_hidden)
+distill(hidden_fsdp, *with_hidden, "--parallel.strategy", "fsdp", np=2)
+h1 = [r for r in records(hidden_one) if "loss" in r]
+h2 = [r for r in records(hidden_fsdp) if "loss" in r]
+assert all(r["hidden_mse"] > 0 for r in h1), h1
+for a, b in zip(h1, h2):
+    assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(a["loss"]), (h1, h2)
+assert h1[-1]["hidden_mse"] < h1[0]["hidden_mse"], h1
+hidden_manifest = json.load(open(os.path.join(hidden_one, "checkpoints", "step_6",
+                                              "manifest.json")))["manifest"]
+assert "model/hidden_projection.weight" in hidden_manifest["tensors"]
+subprocess.run([shc, "generate", "--checkpoint", hidden_one, "--prompt", "GNU", "--temperature",
+                "0", "--max_new_tokens", "4"], check=True, capture_output=True)
+
 # The student's checkpoint is an ssm_student; it inspects and exports.
 manifest = json.load(open(os.path.join(one, "checkpoints", "step_6", "manifest.json")))
 assert manifest["manifest"]["run"]["model"]["family"] == "ssm_student", manifest

@@ -33,6 +33,22 @@ TEST(Distillation, KlIsAPerTokenMeanScaledByTSquaredPlusWeightedCrossEntropy) {
   EXPECT_THROW(jobs::distillation_loss(student, teacher, ids, 0.0, 1, 1), std::invalid_argument);
 }
 
+// The hidden-state term: the mean squared difference over predicting positions and dimensions.
+TEST(Distillation, HiddenTermIsTheMeanSquaredDifferenceOverPositionsAndDimensions) {
+  const auto logits = torch::zeros({1, 3, 2});
+  const auto ids = torch::tensor({0, 1, 1}, torch::kLong).reshape({1, 3});
+  // Positions 0 and 1 predict; position 2's difference (100) must not count.
+  const auto student = torch::tensor({1.0, 2.0, 3.0, 4.0, 100.0, 100.0}).reshape({1, 3, 2});
+  const auto teacher = torch::tensor({0.0, 0.0, 3.0, 2.0, 0.0, 0.0}).reshape({1, 3, 2});
+  const jobs::HiddenStates hidden{student, teacher, 0.25};
+  const auto plain = jobs::distillation_loss(logits, logits, ids, 1.0, 1.0, 1.0);
+  const auto d = jobs::distillation_loss(logits, logits, ids, 1.0, 1.0, 1.0, &hidden);
+  const double mse = (1.0 + 4.0 + 0.0 + 4.0) / 4;
+  EXPECT_NEAR(d.hidden_mse.item<double>(), mse, 1e-6);
+  EXPECT_NEAR(d.loss.item<double>(), plain.loss.item<double>() + 0.25 * mse, 1e-6);
+  EXPECT_FALSE(plain.hidden_mse.defined());
+}
+
 TEST(Distillation, GradientsReachEveryStudentParameterAndNoTeacherParameter) {
   torch::manual_seed(3);
   ModelConfig tc = get_config("tiny");
