@@ -69,8 +69,11 @@ void CheckpointWriter::save(int64_t step, const RankState& state, json run) {
   if (rank_ == 0) {
     try {
       fs::create_directories(checkpoints_dir(run_dir_));
-      // Leftovers of saves that never committed, or of a replacement cut short (a crash), are
-      // garbage: nothing refers to them.
+      // Leftovers of saves that never committed, of a replacement cut short, or of a `latest`
+      // update cut short (a crash), are garbage: nothing refers to them.
+      for (const auto& entry : fs::directory_iterator(run_dir_)) {
+        if (entry.path().filename().string().rfind("latest.tmp.", 0) == 0) fs::remove(entry.path());
+      }
       for (const auto& entry : fs::directory_iterator(checkpoints_dir(run_dir_))) {
         const std::string name = entry.path().filename().string();
         const std::string replaced = ".replaced";

@@ -317,6 +317,8 @@ Trainer::Trainer(const TrainerOptions& options, const TrainingTask& task)
       world_(runtime_.world_size()),
       device_(runtime_.device()),
       sharded_(options.strategy != "ddp") {
+  // First: a signal from here on is a request to checkpoint, never the default action (death).
+  install_preemption_handlers();
   shard_group_ = o_.strategy == "fsdp" ? world_ : o_.strategy == "hybrid" ? o_.shard_group_size : 1;
   if (sharded_ && (shard_group_ < 1 || world_ % shard_group_ != 0)) {
     throw std::invalid_argument("parallel.shard_group_size (" + std::to_string(shard_group_) +
@@ -341,7 +343,6 @@ Trainer::Trainer(const TrainerOptions& options, const TrainingTask& task)
                                 std::to_string(task_.max_seq_len) + ")");
   }
   torch::set_num_threads(o_.threads > 0 ? o_.threads : default_threads(runtime_));
-  install_preemption_handlers();
 
   runtime_.set_collective_timeout(o_.timeout_s);
   run_dir_ = open_run_directory(o_.run_dir);

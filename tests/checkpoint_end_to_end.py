@@ -161,8 +161,12 @@ elif scenario == "crash_during_write":
                     env={"SHC_FAULT_KILL_AFTER_TENSORS": "7"})
     assert killed2.returncode != 0
     assert latest(run) == "checkpoints/step_3", latest(run)
+    # What a kill during the update of `latest` would leave: removed by the next save.
+    open(os.path.join(run, "latest.tmp.12345"), "w").write("checkpoints/step_")
     resumed = train(run, "--train.max_steps", "8")
     assert "resuming from" in resumed.stderr and "at step 3" in resumed.stderr
+    assert not os.path.exists(os.path.join(run, "latest.tmp.12345"))
+    assert not any(d.startswith(".tmp-") for d in os.listdir(os.path.join(run, "checkpoints")))
     assert len(losses(run)) == 8
     print("a kill during a checkpoint write leaves latest complete; the rerun resumes from it")
 
