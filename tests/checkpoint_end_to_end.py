@@ -14,15 +14,14 @@ import subprocess
 import sys
 import time
 
+from e2e_common import MPI_ENV, prepare_gpl3
+
 shc, work, scenario = sys.argv[1], sys.argv[2], sys.argv[3]
 work = os.path.join(work, scenario)
 shutil.rmtree(work, ignore_errors=True)
 os.makedirs(work)
 data = os.path.join(work, "data")
-subprocess.run([shc, "prepare", "--input", "/usr/share/common-licenses/GPL-3", "--output", data,
-                "--tokenizer", "byte", "--shard_tokens", "20000", "--val_fraction", "0.1"],
-               check=True, capture_output=True)
-MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+prepare_gpl3(shc, data)
 COMMON = ["--model.preset", "tiny", "--model.n_layers", "2", "--train.seq_len", "32",
           "--train.threads", "1", "--train.global_batch", "8", "--train.micro_batch", "2",
           "--train.warmup_steps", "2", "--train.lr", "3e-3",

@@ -11,14 +11,13 @@ import shutil
 import subprocess
 import sys
 
+from e2e_common import MPI_ENV, prepare_gpl3
+
 shc, work = sys.argv[1], os.path.join(sys.argv[2], "distill_end_to_end")
 shutil.rmtree(work, ignore_errors=True)
 os.makedirs(work)
-env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 data = os.path.join(work, "data")
-subprocess.run([shc, "prepare", "--input", "/usr/share/common-licenses/GPL-3", "--output", data,
-                "--tokenizer", "byte", "--shard_tokens", "20000", "--val_fraction", "0.1"],
-               check=True, capture_output=True)
+prepare_gpl3(shc, data)
 common = ["--train.seq_len", "32", "--train.threads", "1", "--train.global_batch", "8",
           "--train.micro_batch", "2", "--train.warmup_steps", "2", "--train.lr", "3e-3",
           "--data.train", os.path.join(data, "train-*.h5"),
@@ -31,7 +30,7 @@ subprocess.run([shc, "train", "--run.dir", teacher, "--model.preset", "tiny", "-
 def distill(run, *extra, np=1):
     command = ([] if np == 1 else ["mpirun", "-np", str(np), "--bind-to", "none"]) + [
         shc, "distill", "--run.dir", run, "--distill.teacher", teacher] + common + list(extra)
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=MPI_ENV, timeout=300)
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result

@@ -10,14 +10,13 @@ import shutil
 import subprocess
 import sys
 
+from e2e_common import MPI_ENV, prepare_gpl3
+
 shc, work = sys.argv[1], os.path.join(sys.argv[2], "evaluate_end_to_end")
 shutil.rmtree(work, ignore_errors=True)
 os.makedirs(work)
-env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 data = os.path.join(work, "data")
-subprocess.run([shc, "prepare", "--input", "/usr/share/common-licenses/GPL-3", "--output", data,
-                "--tokenizer", "byte", "--shard_tokens", "20000", "--val_fraction", "0.1"],
-               check=True, capture_output=True)
+prepare_gpl3(shc, data)
 run = os.path.join(work, "run")
 subprocess.run([shc, "train", "--run.dir", run, "--model.preset", "tiny", "--model.n_layers", "1",
                 "--train.seq_len", "32", "--train.global_batch", "4", "--train.max_steps", "3",
@@ -49,7 +48,7 @@ def evaluate(np, *extra, check=True, benchmark_dir=fixtures):
         "--eval.seq_len", "32", "--eval.global_batch", "4", "--benchmark_dir", benchmark_dir,
         "--benchmarks", "mmlu,gsm8k,bbh", "--mmlu.shots", "1", "--gsm8k.shots", "1",
         "--bbh.shots", "1", "--max_new_tokens", "6"] + list(extra)
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=MPI_ENV, timeout=300)
     if check and result.returncode != 0:
         sys.exit(f"{' '.join(command)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
