@@ -295,6 +295,7 @@ class Trainer {
   std::unique_ptr<data::Loader> train_data_, val_data_;
   std::shared_ptr<parallel::ShardedModel> model_;  // replicated (ddp)
   parallel::NamedParameters parameters_;           // replicated (ddp)
+  std::vector<torch::Tensor> parameter_tensors_;   // the same, without names (DDP, clipping)
   std::unique_ptr<parallel::DistributedDataParallel> ddp_;
   std::unique_ptr<parallel::FullyShardedDataParallel> fsdp_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
@@ -404,10 +405,10 @@ void Trainer::build_model() {
     for (int64_t u = 0; u < model_->num_units(); ++u) {
       for (auto& named : model_->unit_parameters(u)) parameters_.push_back(std::move(named));
     }
+    for (const auto& [name, p] : parameters_) parameter_tensors_.push_back(p);
     if (world_ > 1) {
-      std::vector<torch::Tensor> tensors;
-      for (const auto& [name, p] : parameters_) tensors.push_back(p);
-      ddp_ = std::make_unique<parallel::DistributedDataParallel>(tensors, *comm_, o_.bucket_mb);
+      ddp_ = std::make_unique<parallel::DistributedDataParallel>(parameter_tensors_, *comm_,
+                                                                 o_.bucket_mb);
       ddp_->broadcast_parameters(0);
     }
     optimizer_ = make_adamw(parameters_, o_.adamw);
@@ -416,7 +417,7 @@ void Trainer::build_model() {
   if (fsdp_) {
     num_parameters = fsdp_->total_numel();
   } else {
-    for (const auto& [name, p] : parameters_) num_parameters += p.numel();
+    for (const auto& p : parameter_tensors_) num_parameters += p.numel();
   }
   BOOST_LOG_TRIVIAL(info) << task_.model_summary << ": " << num_parameters << " parameters; "
                           << train_data_->sequences_per_epoch() << " training sequences of "
@@ -646,10 +647,9 @@ void Trainer::train_step(int64_t step) {
   if (fsdp_) {
     grad_norm = fsdp_->clip_grad_norm(o_.grad_clip);
   } else {
-    std::vector<torch::Tensor> tensors;
-    for (const auto& [name, p] : parameters_) tensors.push_back(p);
     grad_norm = torch::nn::utils::clip_grad_norm_(
-        tensors, o_.grad_clip > 0 ? o_.grad_clip : std::numeric_limits<double>::infinity());
+        parameter_tensors_,
+        o_.grad_clip > 0 ? o_.grad_clip : std::numeric_limits<double>::infinity());
   }
   if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
     ++bad_steps_;
