@@ -19,27 +19,31 @@ SHCBlockImpl::SHCBlockImpl(const ModelConfig& cfg, int64_t layer)
   }
 }
 
-torch::Tensor SHCBlockImpl::forward(const torch::Tensor& streams, LayerKVCache* cache) {
-  auto s = streams;
-  torch::Tensor x_tilde, mask, n_eff;
+torch::Tensor SHCBlockImpl::forward(const StreamState& streams, LayerKVCache* cache,
+                                    const torch::Tensor& out_basis) {
+  torch::Tensor mask, n_eff;
   if (rank_selector) {
     // One n_eff per token and block, chosen from the block's input state (shared by both
     // sublayers).
-    x_tilde = normalized_stream_state(s, eps_);
-    auto selection = rank_selector(x_tilde);
+    auto selection = rank_selector(normalized_stream_state(streams.dense(), eps_));
     mask = selection.mask;
     n_eff = selection.n_eff;
   }
 
-  auto r = attn_hc->route(s, x_tilde, mask);
-  auto y = attn(attn_norm(attn_hc->read(s, r)), cache);
+  auto r = attn_hc->route(streams, mask);
+  auto y = attn(attn_norm(attn_hc->read(streams, r)), cache);
   if (observer_) observer_->observe(layer_, Sublayer::kAttention, r, n_eff);
-  s = attn_hc->write(s, y, r);
+  auto s = attn_hc->write(streams, y, r);
 
-  r = ffn_hc->route(s, {}, mask);
+  r = ffn_hc->route(s, mask);
   y = ffn(ffn_norm(ffn_hc->read(s, r)));
   if (observer_) observer_->observe(layer_, Sublayer::kFeedForward, r, n_eff);
-  return ffn_hc->write(s, y, r);
+  return ffn_hc->write(s, y, r, out_basis);
+}
+
+void SHCBlockImpl::set_fused_routing(bool fused) {
+  attn_hc->set_fused(fused);
+  ffn_hc->set_fused(fused);
 }
 
 }  // namespace shc

@@ -28,8 +28,12 @@ class RoutingObserver {
 class SHCBlockImpl : public torch::nn::Module {
  public:
   SHCBlockImpl(const ModelConfig& cfg, int64_t layer);
-  // streams (batch, T, n, d) -> (batch, T, n, d)
-  torch::Tensor forward(const torch::Tensor& streams, LayerKVCache* cache = nullptr);
+  // streams (batch, T, n, d) -> (batch, T, n, d). With stream compression the block receives the
+  // coordinates C (batch, T, r, d) in basis U and, given `out_basis`, returns U^T S' (r x d).
+  torch::Tensor forward(const StreamState& streams, LayerKVCache* cache = nullptr,
+                        const torch::Tensor& out_basis = {});
+  // Fused CPU kernels in both hyper-connections (default) or the composed reference ops.
+  void set_fused_routing(bool fused);
 
   void set_observer(RoutingObserver* observer) { observer_ = observer; }
   int64_t layer() const { return layer_; }

@@ -11,15 +11,17 @@ namespace shc {
 namespace {
 
 // Normalised Helmert basis: column 0 = 1/sqrt(n); column j >= 1 = (1, .., 1, -j, 0, ..) /
-// sqrt(j(j+1)) with j ones. Orthonormal, and deterministic (no RNG needed to build it).
+// sqrt(j(j+1)) with j ones. Orthonormal, and deterministic (no RNG needed to build it). Built in
+// fp64 so that an fp64 model's basis is orthonormal to round-off: the stream kernels rely on
+// |U C| = |C| (hyper_connection.cpp).
 torch::Tensor helmert_columns(int64_t n, int64_t r) {
-  auto h = torch::zeros({n, r});
-  auto a = h.accessor<float, 2>();
-  for (int64_t i = 0; i < n; ++i) a[i][0] = static_cast<float>(1.0 / std::sqrt(double(n)));
+  auto h = torch::zeros({n, r}, torch::kDouble);
+  auto a = h.accessor<double, 2>();
+  for (int64_t i = 0; i < n; ++i) a[i][0] = 1.0 / std::sqrt(double(n));
   for (int64_t j = 1; j < r; ++j) {
     const double norm = std::sqrt(double(j) * double(j + 1));
-    for (int64_t i = 0; i < j; ++i) a[i][j] = static_cast<float>(1.0 / norm);
-    a[j][j] = static_cast<float>(-double(j) / norm);
+    for (int64_t i = 0; i < j; ++i) a[i][j] = 1.0 / norm;
+    a[j][j] = -double(j) / norm;
   }
   return h;
 }
@@ -35,6 +37,7 @@ FactorizedKVCacheImpl::FactorizedKVCacheImpl(int64_t n, int64_t d, int64_t r)
 }
 
 torch::Tensor FactorizedKVCacheImpl::basis() {
+  FullPrecisionScope full_precision;
   auto q = rotation()[0];
   // Moved once, not per call: a host-to-device copy waits for the GPU.
   if (initial_basis_.device() != q.device()) initial_basis_ = initial_basis_.to(q.device());
@@ -45,10 +48,12 @@ torch::Tensor FactorizedKVCacheImpl::compress(const torch::Tensor& x_bar) {
   TORCH_CHECK(x_bar.size(-2) == n_ && x_bar.size(-1) == d_,
               "FactorizedKVCache::compress: expected (..., ", n_, ", ", d_, "), got ",
               x_bar.sizes());
+  FullPrecisionScope full_precision;
   return torch::matmul(basis().t().to(x_bar.scalar_type()), x_bar);
 }
 
 torch::Tensor FactorizedKVCacheImpl::decompress(const torch::Tensor& c) {
+  FullPrecisionScope full_precision;
   return torch::matmul(basis().to(c.scalar_type()), c);
 }
 

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "fused_hyper_connection.h"
+#include "precision.h"
 #include "rms_norm.h"
 
 namespace shc {
@@ -10,10 +12,18 @@ torch::Tensor normalized_stream_state(const torch::Tensor& streams, double eps) 
   return rms_normalize(streams.flatten(-2), eps);
 }
 
+torch::Tensor StreamState::dense() const {
+  return basis.defined() ? torch::matmul(basis.to(coords.scalar_type()), coords) : coords;
+}
+
 HyperConnectionImpl::HyperConnectionImpl(const ModelConfig& cfg, int64_t depth)
-    : eps_(cfg.norm_eps) {
+    : n_(cfg.n_streams), d_(cfg.hidden_dim), eps_(cfg.norm_eps) {
   router_ = make_router(cfg, depth);
   if (router_) register_module("router", router_);
+}
+
+StreamOps HyperConnectionImpl::ops() const {
+  return fused_ ? StreamOps::kFused : StreamOps::kComposed;
 }
 
 Routing apply_stream_mask(Routing r, const torch::Tensor& mask) {
@@ -27,27 +37,50 @@ Routing apply_stream_mask(Routing r, const torch::Tensor& mask) {
   return r;
 }
 
-Routing HyperConnectionImpl::route(const torch::Tensor& streams, torch::Tensor x_tilde,
-                                   const torch::Tensor& stream_mask) {
+// With a compressed state (S = U C) the basis is folded into the small per-token coefficients, so
+// that no pass ever expands C to n x d:
+//   x~ W^T   = rsqrt(|C|^2 / (n d) + eps) (vec C) W_U^T   with W_U[:, k, :] = sum_j U[j,k] W[:, j,
+//   :] H_pre S  = (H_pre U) C U_out^T (H_res S + H_post y) = (U_out^T H_res U) C + (U_out^T H_post)
+//   y
+Routing HyperConnectionImpl::route(const StreamState& state, const torch::Tensor& stream_mask) {
   if (!router_) return {};
-  if (!x_tilde.defined()) x_tilde = normalized_stream_state(streams, eps_);
-  auto r = router_->route(x_tilde);
+  FullPrecisionScope full_precision;
+  const auto& x = state.coords;
+  auto weight = router_->projection_weight().to(x.scalar_type());
+  if (state.basis.defined()) {
+    const auto m = weight.size(0);
+    weight = torch::matmul(weight.view({m, n_, d_}).transpose(1, 2), state.basis.to(x.dtype()))
+                 .transpose(1, 2)
+                 .reshape({m, -1});
+  }
+  auto r = router_->route_projected(stream_projection(x, weight, n_ * d_, eps_, ops()));
   return stream_mask.defined() ? apply_stream_mask(std::move(r), stream_mask) : r;
 }
 
-torch::Tensor HyperConnectionImpl::read(const torch::Tensor& streams,
-                                        const Routing& routing) const {
-  if (!router_) return streams.select(-2, 0);
-  // (..., 1, n) @ (..., n, d): one small batched GEMM per token.
-  return torch::matmul(routing.pre.unsqueeze(-2).to(streams.scalar_type()), streams).squeeze(-2);
+torch::Tensor HyperConnectionImpl::read(const StreamState& state, const Routing& routing) const {
+  if (!router_) return state.coords.select(-2, 0);
+  FullPrecisionScope full_precision;
+  const auto& x = state.coords;
+  auto pre = routing.pre.to(x.scalar_type());
+  if (state.basis.defined()) pre = torch::matmul(pre, state.basis.to(x.scalar_type()));
+  return stream_read(x, pre, ops());
 }
 
-torch::Tensor HyperConnectionImpl::write(const torch::Tensor& streams, const torch::Tensor& y,
-                                         const Routing& routing) const {
-  if (!router_) return streams + y.unsqueeze(-2);
-  const auto dtype = streams.scalar_type();
-  return torch::matmul(routing.res.to(dtype), streams) +
-         routing.post.to(dtype).unsqueeze(-1) * y.unsqueeze(-2);
+torch::Tensor HyperConnectionImpl::write(const StreamState& state, const torch::Tensor& y,
+                                         const Routing& routing,
+                                         const torch::Tensor& out_basis) const {
+  const auto& x = state.coords;
+  if (!router_) return x + y.unsqueeze(-2);
+  FullPrecisionScope full_precision;
+  const auto dtype = x.scalar_type();
+  auto res = routing.res.to(dtype), post = routing.post.to(dtype);
+  if (state.basis.defined()) res = torch::matmul(res, state.basis.to(dtype));
+  if (out_basis.defined()) {
+    const auto u = out_basis.to(dtype);
+    res = torch::matmul(u.t(), res);
+    post = torch::matmul(post, u);
+  }
+  return stream_write(x, res, post, y.to(dtype), ops());
 }
 
 }  // namespace shc

@@ -5,6 +5,7 @@
 
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 namespace shc {
 
@@ -36,6 +37,18 @@ class AutocastScope {
   c10::DeviceType device_;
   bool previous_enabled_;
   at::ScalarType previous_dtype_;
+};
+
+// Autocast off for a scope, on every device: the hyper-connection routing (its projections, H_res,
+// H_pre/H_post and the carried stream state) stays fp32 under bf16 autocast; only the sublayers
+// run in bf16. Autocast lowers matmul-like ops, so without this H_res would come back as bf16
+// (||H_res||_2 up to 1 + 2^-8) and the state would be rounded to bf16 at every sublayer.
+class FullPrecisionScope {
+ public:
+  FullPrecisionScope() : guard_(c10::autocast_dispatch_keyset) {}
+
+ private:
+  c10::impl::ExcludeDispatchKeyGuard guard_;
 };
 
 }  // namespace shc

@@ -101,23 +101,36 @@ torch::Tensor SHCTransformerImpl::run_unit(int64_t u, const torch::Tensor& input
 torch::Tensor SHCTransformerImpl::embed(const torch::Tensor& ids) {
   auto e = tok_embeddings(ids).unsqueeze(-2);  // (batch, T, 1, d)
   if (cfg_.residual == ResidualKind::kResidual) return e;
+  if (stream_codec) {
+    // C0 = U^T S0 with S0[i] = e (+ offset_i): (U^T 1) e (+ U^T offsets), never n x d per token.
+    FullPrecisionScope full_precision;
+    auto u = stream_codec->basis().to(e.scalar_type());
+    auto c = u.sum(0).unsqueeze(-1) * e;
+    return stream_offsets.defined() ? c + torch::matmul(u.t(), stream_offsets.to(c.dtype())) : c;
+  }
   auto s = e.expand({-1, -1, cfg_.n_streams, -1});
   return stream_offsets.defined() ? s + stream_offsets.to(s.scalar_type()) : s.contiguous();
 }
 
 torch::Tensor SHCTransformerImpl::run_block(int64_t i, const torch::Tensor& streams,
                                             LayerKVCache* cache) {
-  return between_blocks(blocks_.at(i)->forward(streams, cache));
-}
-
-torch::Tensor SHCTransformerImpl::between_blocks(const torch::Tensor& streams) {
+  if (!stream_codec) return blocks_.at(i)->forward(streams, cache);
   // With stream_rank r < n the state crosses block boundaries as C = U^T S (r x d per token).
-  return stream_codec ? stream_codec->decompress(stream_codec->compress(streams)) : streams;
+  auto u = stream_codec->basis();
+  return blocks_.at(i)->forward(StreamState(streams, u), cache, u);
 }
 
 torch::Tensor SHCTransformerImpl::final_hidden(const torch::Tensor& streams) {
-  auto x = stream_reducer ? stream_reducer->compress(streams).squeeze(-2) : streams.squeeze(-2);
-  return final_norm(x);
+  torch::Tensor x;
+  if (stream_codec) {
+    // V^T (U C) = (V^T U) C for the reducer's basis V (n, 1).
+    FullPrecisionScope full_precision;
+    auto reduce = torch::matmul(stream_reducer->basis().t(), stream_codec->basis());
+    x = torch::matmul(reduce.to(streams.scalar_type()), streams);
+  } else {
+    x = stream_reducer ? stream_reducer->compress(streams) : streams;
+  }
+  return final_norm(x.squeeze(-2));
 }
 
 torch::Tensor SHCTransformerImpl::head(const torch::Tensor& streams) {
@@ -176,6 +189,10 @@ torch::Tensor SHCTransformerImpl::generate(const torch::Tensor& ids,
 
 void SHCTransformerImpl::set_routing_observer(RoutingObserver* observer) {
   for (auto& b : blocks_) b->set_observer(observer);
+}
+
+void SHCTransformerImpl::set_fused_routing(bool fused) {
+  for (auto& b : blocks_) b->set_fused_routing(fused);
 }
 
 void SHCTransformerImpl::set_rank_temperature(double tau) {

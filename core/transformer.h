@@ -62,12 +62,11 @@ class SHCTransformerImpl : public torch::nn::Module {
   // KV-cached decoding; returns (batch, T + generated) ids.
   torch::Tensor generate(const torch::Tensor& ids, const GenerationOptions& options = {});
 
-  // The units a sharded runtime executes one at a time: embed -> block(i) -> head.
-  torch::Tensor embed(const torch::Tensor& ids);  // (batch, T, n, d)
+  // The units a sharded runtime executes one at a time: embed -> block(i) -> head. They exchange
+  // the residual state: S (batch, T, n, d), or with stream_rank r < n its coordinates
+  // C = U^T S (batch, T, r, d) in the stream codec's basis U.
+  torch::Tensor embed(const torch::Tensor& ids);
   torch::Tensor run_block(int64_t i, const torch::Tensor& streams, LayerKVCache* cache = nullptr);
-  // What run_block applies after block i: the stream codec's round trip (stream_rank < n) or
-  // nothing. A runtime that runs blocks itself calls this between them.
-  torch::Tensor between_blocks(const torch::Tensor& streams);
   torch::Tensor head(const torch::Tensor& streams);  // logits (batch, T, vocab), at least fp32
   torch::Tensor final_hidden(const torch::Tensor& streams);  // (batch, T, d) after the final norm
 
@@ -80,6 +79,8 @@ class SHCTransformerImpl : public torch::nn::Module {
   const ModelConfig& config() const { return cfg_; }
   const std::vector<SHCBlock>& block_list() const { return blocks_; }
   void set_routing_observer(RoutingObserver* observer);
+  // Fused CPU kernels in every hyper-connection (default) or the composed reference ops.
+  void set_fused_routing(bool fused);
   // Gumbel-softmax temperature of every rank selector (the trainer anneals it).
   void set_rank_temperature(double tau);
   // Keys the rank selectors' Gumbel noise for the next forwards (gumbel_noise.h): the trainer
@@ -94,7 +95,7 @@ class SHCTransformerImpl : public torch::nn::Module {
   torch::nn::Embedding tok_embeddings{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   FactorizedKVCache stream_reducer{nullptr};  // n -> 1 after the last block (not for residual)
-  FactorizedKVCache stream_codec{nullptr};    // n <-> r between blocks (stream_rank < n)
+  FactorizedKVCache stream_codec{nullptr};    // n <-> r between units (stream_rank < n)
   RMSNorm final_norm{nullptr};
   torch::nn::Linear lm_head{nullptr};  // only when embeddings are not tied
   torch::Tensor stream_offsets;        // (n, d) only with cfg.stream_offsets

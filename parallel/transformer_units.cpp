@@ -13,7 +13,8 @@ std::vector<int64_t> TransformerUnits::borrowed_units(int64_t u) const {
   const auto& cfg = model_->config();
   const int64_t head = model_->num_units() - 1;
   if (u == head && cfg.tie_embeddings) return {0};
-  if (u > 0 && u < head && cfg.compressed_streams()) return {head};
+  // The embedding and every block use the stream codec (owned by the head) when compressed.
+  if (u < head && cfg.compressed_streams()) return {head};
   return {};
 }
 

@@ -24,15 +24,16 @@ torch::Tensor DynamicProjectionImpl::forward(const torch::Tensor& x) {
   return finish(torch::matmul(x, weight.t()));
 }
 
-std::vector<torch::Tensor> fused_raw_projections(
-    const torch::Tensor& x, const std::vector<DynamicProjection>& projections) {
+torch::Tensor stacked_weight(const std::vector<DynamicProjection>& projections) {
   std::vector<torch::Tensor> weights;
+  for (const auto& p : projections) weights.push_back(p->weight);
+  return torch::cat(weights, 0);
+}
+
+std::vector<torch::Tensor> split_projected(const torch::Tensor& raw,
+                                           const std::vector<DynamicProjection>& projections) {
   std::vector<int64_t> sizes;
-  for (const auto& p : projections) {
-    weights.push_back(p->weight);
-    sizes.push_back(p->out_features());
-  }
-  auto raw = torch::matmul(x, torch::cat(weights, 0).t());
+  for (const auto& p : projections) sizes.push_back(p->out_features());
   return raw.split_with_sizes(sizes, -1);
 }
 

@@ -20,7 +20,7 @@ class DynamicProjectionImpl : public torch::nn::Module {
                         ProjectionActivation activation = ProjectionActivation::kIdentity,
                         torch::Tensor bias_init = {});
   torch::Tensor forward(const torch::Tensor& x);
-  // bias + scale * act(raw), where raw = x W^T was computed elsewhere (see fused_raw_projections).
+  // bias + scale * act(raw), where raw = x W^T was computed elsewhere (see stacked_weight).
   torch::Tensor finish(const torch::Tensor& raw) const;
 
   int64_t out_features() const { return weight.size(0); }
@@ -34,9 +34,12 @@ class DynamicProjectionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(DynamicProjection);
 
-// The raw products x W^T of several projections of the same input, as one GEMM (the input is the
-// n*d stream state, so reading it once matters); finish() each part to get the projection.
-std::vector<torch::Tensor> fused_raw_projections(const torch::Tensor& x,
-                                                 const std::vector<DynamicProjection>& projections);
+// Several projections of the same input as one GEMM (the input is the n*d stream state, so reading
+// it once matters): their weights stacked into one (sum of outputs, in) matrix ...
+torch::Tensor stacked_weight(const std::vector<DynamicProjection>& projections);
+// ... and the product x W^T of the stacked weight split back into each projection's raw part;
+// finish() each part to get the projection.
+std::vector<torch::Tensor> split_projected(const torch::Tensor& raw,
+                                           const std::vector<DynamicProjection>& projections);
 
 }  // namespace shc

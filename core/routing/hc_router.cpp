@@ -24,8 +24,16 @@ torch::Tensor HCRouterImpl::residual_from_coefficients(const torch::Tensor& coef
   return res->finish(coefficients).view(shape);
 }
 
-Routing HCRouterImpl::route(const torch::Tensor& x_tilde) {
-  auto raw = fused_raw_projections(x_tilde, {res, pre, post});
+std::vector<DynamicProjection> HCRouterImpl::projections() const {
+  return {res, pre, post};
+}
+
+torch::Tensor HCRouterImpl::projection_weight() {
+  return stacked_weight(projections());
+}
+
+Routing HCRouterImpl::route_projected(const torch::Tensor& projected) {
+  auto raw = split_projected(projected, projections());
   Routing r;
   r.res = residual_from_coefficients(raw[0]);
   r.pre = pre->finish(raw[1]);

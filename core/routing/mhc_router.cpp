@@ -47,8 +47,16 @@ torch::Tensor MHCRouterImpl::residual_from_coefficients(const torch::Tensor& coe
   return sinkhorn_knopp(res->finish(coefficients).view(shape), iters_);
 }
 
-Routing MHCRouterImpl::route(const torch::Tensor& x_tilde) {
-  auto raw = fused_raw_projections(x_tilde, {res, pre, post});
+std::vector<DynamicProjection> MHCRouterImpl::projections() const {
+  return {res, pre, post};
+}
+
+torch::Tensor MHCRouterImpl::projection_weight() {
+  return stacked_weight(projections());
+}
+
+Routing MHCRouterImpl::route_projected(const torch::Tensor& projected) {
+  auto raw = split_projected(projected, projections());
   Routing r;
   r.res = residual_from_coefficients(raw[0]);
   r.pre = torch::sigmoid(pre->finish(raw[1]));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <torch/nn/module.h>
+#include <torch/types.h>
 
 #include <memory>
 
@@ -21,8 +22,17 @@ struct Routing {
 
 class RouterImpl : public torch::nn::Module {
  public:
+  // Every kind projects x~ through a few per-token linear maps; their weights stacked into one
+  // (m, n*d) matrix, so that the projections are one GEMM over tokens (or one fused pass,
+  // fused_hyper_connection.h) ...
+  virtual torch::Tensor projection_weight() = 0;
+  // ... and the routing built from the projected raw = x~ W^T (..., m).
+  virtual Routing route_projected(const torch::Tensor& raw) = 0;
+
   // x_tilde: (..., n*d) fp32, the normalised stream state of each token.
-  virtual Routing route(const torch::Tensor& x_tilde) = 0;
+  Routing route(const torch::Tensor& x_tilde) {
+    return route_projected(torch::matmul(x_tilde, projection_weight().t()));
+  }
 
   // The H_res path alone, split in two so the routing benchmark times exactly the model's code:
   // the per-token coefficient projection x~ W_res^T ...

@@ -21,8 +21,16 @@ torch::Tensor SHCRouterImpl::residual_from_coefficients(const torch::Tensor& coe
   return mixture->mix_logits(mixture->logits->finish(coefficients));
 }
 
-Routing SHCRouterImpl::route(const torch::Tensor& x_tilde) {
-  auto raw = fused_raw_projections(x_tilde, {mixture->logits, pre, post});
+std::vector<DynamicProjection> SHCRouterImpl::projections() const {
+  return {mixture->logits, pre, post};
+}
+
+torch::Tensor SHCRouterImpl::projection_weight() {
+  return stacked_weight(projections());
+}
+
+Routing SHCRouterImpl::route_projected(const torch::Tensor& projected) {
+  auto raw = split_projected(projected, projections());
   Routing r;
   r.mix_weights = sparse_softmax(mixture->logits->finish(raw[0]), mixture->top_k());
   r.res = mix_bases(r.mix_weights, mixture->bases());

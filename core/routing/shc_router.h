@@ -14,12 +14,17 @@ namespace shc {
 class SHCRouterImpl : public RouterImpl {
  public:
   SHCRouterImpl(const ModelConfig& cfg, int64_t depth);
-  Routing route(const torch::Tensor& x_tilde) override;
+  torch::Tensor projection_weight() override;
+  Routing route_projected(const torch::Tensor& projected) override;
   torch::Tensor residual_coefficients(const torch::Tensor& x_tilde) override;
   torch::Tensor residual_from_coefficients(const torch::Tensor& coefficients) override;
 
   SparseOrthogonalMixture mixture{nullptr};
   DynamicProjection pre{nullptr}, post{nullptr};
+
+ private:
+  // The stacked projections, in the order of projection_weight().
+  std::vector<DynamicProjection> projections() const;
 };
 
 }  // namespace shc

@@ -1,0 +1,33 @@
+// The hyper-connection's passes over the residual state as autograd functions over hand-written
+// CPU kernels (stream_kernels.h). A chain of LibTorch ops would sweep the n*d state once per op and
+// save n*d intermediates for backward (x~ = RMSNorm(vec S), the broadcast products); each function
+// here sweeps the state once forward and once backward and saves only its inputs and per-token
+// scalars. HyperConnection (hyper_connection.h) uses them on CPU; the composed ops remain the
+// reference path (tests, GPUs).
+// X is the state as the hyper-connection receives it, (..., k, d): the streams S (k = n) or, with
+// stream compression, their coordinates C = U^T S (k = r) — see StreamState.
+#pragma once
+
+#include <torch/types.h>
+
+namespace shc {
+
+// Which implementation runs: the fused kernels (CPU float/double only; elsewhere the composed ops
+// run instead) or the composed LibTorch ops, the reference that tests compare against. The
+// composed forms avoid n*d intermediates too where LibTorch allows (no materialised x~).
+enum class StreamOps { kFused, kComposed };
+
+// raw = (vec X) W^T * rsqrt(|X|^2 / count + eps): the router's projections of x~ = RMSNorm(vec S)
+// without materialising x~. weight (m, k*d); count = n*d, the size of the mean in RMSNorm (equal
+// to k*d unless X holds orthonormal coordinates, whose norm equals that of S). -> (..., m)
+torch::Tensor stream_projection(const torch::Tensor& x, const torch::Tensor& weight, int64_t count,
+                                double eps, StreamOps ops);
+
+// u = sum_j pre[j] X[j]: x (..., k, d), pre (..., k) -> (..., d).
+torch::Tensor stream_read(const torch::Tensor& x, const torch::Tensor& pre, StreamOps ops);
+
+// X' = res X + post y: x (..., k, d), res (..., m, k), post (..., m), y (..., d) -> (..., m, d).
+torch::Tensor stream_write(const torch::Tensor& x, const torch::Tensor& res,
+                           const torch::Tensor& post, const torch::Tensor& y, StreamOps ops);
+
+}  // namespace shc
