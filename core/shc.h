@@ -17,6 +17,7 @@
 #include "routing/shc_router.h"
 #include "routing_analyzer.h"
 #include "selective_scan.h"
+#include "simplex_projection.h"
 #include "sparse_mixture.h"
 #include "ssm_block.h"
 #include "ssm_config.h"
