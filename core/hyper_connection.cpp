@@ -46,7 +46,12 @@ torch::Tensor HyperConnectionImpl::write(const torch::Tensor& streams, const tor
                                          const Routing& routing) const {
   if (!router_) return streams + y.unsqueeze(-2);
   const auto dtype = streams.scalar_type();
-  return torch::matmul(routing.res.to(dtype), streams) +
+  const int64_t n = streams.size(-2);
+  const auto mixed =
+      routing.detach_history && n > 1
+          ? torch::cat({streams.narrow(-2, 0, 1), streams.narrow(-2, 1, n - 1).detach()}, -2)
+          : streams;
+  return torch::matmul(routing.res.to(dtype), mixed) +
          routing.post.to(dtype).unsqueeze(-1) * y.unsqueeze(-2);
 }
 

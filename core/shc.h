@@ -12,6 +12,7 @@
 #include "hyper_connection.h"
 #include "rms_norm.h"
 #include "routing/hc_router.h"
+#include "routing/history_router.h"
 #include "routing/mhc_router.h"
 #include "routing/router.h"
 #include "routing/shc_router.h"

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "precision.h"
+#include "routing/history_router.h"
 #include "unit_seed.h"
 
 #include <cmath>
@@ -56,7 +57,8 @@ void SHCTransformerImpl::build_block(int64_t layer) {
 
 void SHCTransformerImpl::build_head() {
   const int64_t n = cfg_.streams(), d = cfg_.hidden_dim;
-  if (cfg_.residual != ResidualKind::kResidual) {
+  // history ends on its latest state (stream 0); the other kinds learn the reduction.
+  if (cfg_.residual != ResidualKind::kResidual && cfg_.residual != ResidualKind::kHistory) {
     stream_reducer = register_module("stream_reducer", FactorizedKVCache(n, d, 1));
     if (cfg_.compressed_streams()) {
       stream_codec = register_module("stream_codec", FactorizedKVCache(n, d, cfg_.stream_rank));
@@ -116,7 +118,7 @@ torch::Tensor SHCTransformerImpl::between_blocks(const torch::Tensor& streams) {
 }
 
 torch::Tensor SHCTransformerImpl::final_hidden(const torch::Tensor& streams) {
-  auto x = stream_reducer ? stream_reducer->compress(streams).squeeze(-2) : streams.squeeze(-2);
+  auto x = stream_reducer ? stream_reducer->compress(streams).squeeze(-2) : streams.select(-2, 0);
   return final_norm(x);
 }
 
@@ -189,6 +191,11 @@ void SHCTransformerImpl::set_gumbel_noise(std::optional<GumbelNoiseKey> key) {
   for (auto& b : blocks_) {
     if (b->rank_selector) {
       b->rank_selector->set_noise_key(gumbel_key_ ? &*gumbel_key_ : nullptr, b->layer());
+    }
+    for (const auto& hc : {b->attn_hc, b->ffn_hc}) {
+      if (auto* h = dynamic_cast<HistoryRouterImpl*>(hc->router().get())) {
+        h->set_noise_key(gumbel_key_ ? &*gumbel_key_ : nullptr);
+      }
     }
   }
 }

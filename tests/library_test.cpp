@@ -6,9 +6,16 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <map>
+#include <string>
 #include <vector>
 
+#include "core/hyper_connection.h"
+#include "core/routing/history_router.h"
+#include "core/routing_analyzer.h"
 #include "core/simplex_projection.h"
+#include "core/transformer.h"
+#include "tests/test_model_config.h"
 
 namespace shc {
 namespace {
@@ -185,6 +192,232 @@ TEST(SimplexProjection, GradientEqualsFiniteDifferencesAndLeavesAVertex) {
   auto g = f64({0.3, -1.0, 2.0, 0.5});
   (project_to_simplex(x) * g).sum().backward();
   EXPECT_LE(max_abs(x.grad() - (g - g.mean())), 1e-15) << x.grad();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The history kind
+
+ModelConfig history_config(int64_t window) {
+  auto cfg = test::small_model_config(ResidualKind::kHistory);
+  cfg.n_streams = window;
+  return cfg;
+}
+
+std::map<std::string, torch::Tensor> parameters_by_name(const torch::nn::Module& m) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& item : m.named_parameters()) out[item.key()] = item.value();
+  return out;
+}
+
+// Trains `m` for `steps` AdamW steps on one fixed batch and returns the losses.
+std::vector<double> train_steps(SHCTransformer& m, const torch::Tensor& ids, int steps,
+                                double lr = 1e-2) {
+  torch::optim::AdamW opt(m->parameters(), torch::optim::AdamWOptions(lr).weight_decay(0.0));
+  std::vector<double> losses;
+  for (int s = 0; s < steps; ++s) {
+    opt.zero_grad();
+    auto loss = m->forward(ids, ids);
+    loss.backward();
+    opt.step();
+    losses.push_back(loss.item<double>());
+  }
+  return losses;
+}
+
+TEST(History, WindowOfOneEqualsThePlainResidualThroughTraining) {
+  torch::manual_seed(5);
+  SHCTransformer plain(test::small_model_config(ResidualKind::kResidual));
+  torch::manual_seed(5);
+  SHCTransformer history(history_config(1));
+  // Same initial weights (the history router draws no random numbers), plus one weight per
+  // sublayer that the simplex of one entry pins to 1.
+  auto p = parameters_by_name(*plain), h = parameters_by_name(*history);
+  EXPECT_EQ(h.size(), p.size() + 2 * 2);
+  for (const auto& [name, value] : p) {
+    ASSERT_TRUE(h.count(name)) << name;
+    EXPECT_TRUE(torch::equal(h.at(name), value)) << name;
+  }
+  auto ids = torch::randint(61, {2, 12});
+  EXPECT_TRUE(torch::equal(plain->forward(ids), history->forward(ids)));
+  // Exactly the same training trajectory.
+  auto lp = train_steps(plain, ids, 3), lh = train_steps(history, ids, 3);
+  for (int s = 0; s < 3; ++s) EXPECT_EQ(lp[s], lh[s]) << "step " << s;
+  for (const auto& [name, value] : parameters_by_name(*plain)) {
+    EXPECT_TRUE(torch::equal(parameters_by_name(*history).at(name), value)) << name;
+  }
+}
+
+// Sets every history router's window weights of m to `w`.
+void set_window_logits(SHCTransformer& m, const torch::Tensor& w) {
+  torch::NoGradGuard g;
+  for (const auto& b : m->block_list()) {
+    for (const auto& hc : {b->attn_hc, b->ffn_hc}) {
+      hc->router()->named_parameters()["window_logits"].copy_(w);
+    }
+  }
+}
+
+TEST(History, WeightsOnTheLatestStateEqualThePlainResidualForAnyWindow) {
+  torch::manual_seed(6);
+  SHCTransformer plain(test::small_model_config(ResidualKind::kResidual));
+  torch::manual_seed(6);
+  SHCTransformer history(history_config(4));
+  auto ids = torch::randint(61, {2, 12});
+  // The initial weights (0.9 latest, 0.1 older) mix in earlier states.
+  EXPECT_GT(max_abs(plain->forward(ids) - history->forward(ids)), 1e-4);
+  // a = e_0: the window holds older states but gives them weight 0 (1 * x + 0 * older is exact),
+  // and the head reads the latest state.
+  set_window_logits(history, f64({1, 0, 0, 0}));
+  EXPECT_TRUE(torch::equal(plain->forward(ids), history->forward(ids)));
+  // Only the last sublayer's window changed: the first one's holds four copies of the
+  // embedding, where any weights on the simplex give the same mixture.
+  {
+    torch::NoGradGuard g;
+    history->block_list()[1]->ffn_hc->router()->named_parameters()["window_logits"].copy_(
+        f64({0.4, 0.3, 0.2, 0.1}));
+  }
+  EXPECT_GT(max_abs(plain->forward(ids) - history->forward(ids)), 1e-4);
+}
+
+TEST(History, RoutingIsTheShiftRegisterWithSimplexWeights) {
+  auto cfg = history_config(3);
+  cfg.history_floor = 0.2;
+  HyperConnection hc(cfg, 0);
+  auto* router = dynamic_cast<HistoryRouterImpl*>(hc->router().get());
+  ASSERT_NE(router, nullptr);
+  {
+    torch::NoGradGuard g;
+    router->window_logits.copy_(torch::tensor({-5.0, 1.0, 0.5}));
+  }
+  auto a = router->window_weights();
+  // The floor lifts the latest weight from 0 to 0.2; the rest is the projection of the others.
+  EXPECT_LE(max_abs(a - torch::tensor({0.2f, 0.65f, 0.15f})), 1e-6);
+  torch::manual_seed(7);
+  auto s = torch::randn({2, 5, 3, 8});
+  auto y = torch::randn({2, 5, 8});
+  auto r = hc->route(s);
+  EXPECT_TRUE(torch::equal(hc->read(s, r), s.select(-2, 0)));
+  auto out = hc->write(s, y, r);
+  auto latest = a[0] * s.select(-2, 0) + a[1] * s.select(-2, 1) + a[2] * s.select(-2, 2) + y;
+  EXPECT_LE(max_abs(out.select(-2, 0) - latest), 1e-5);
+  EXPECT_TRUE(torch::equal(out.select(-2, 1), s.select(-2, 0)));
+  EXPECT_TRUE(torch::equal(out.select(-2, 2), s.select(-2, 1)));
+}
+
+TEST(History, DetachedHistoryPassesGradientOnlyToTheLatestState) {
+  for (bool detach : {false, true}) {
+    auto cfg = history_config(3);
+    cfg.history_detach = detach;
+    HyperConnection hc(cfg, 0);
+    {
+      torch::NoGradGuard g;
+      hc->router()->named_parameters()["window_logits"].copy_(torch::tensor({0.5, 0.3, 0.2}));
+    }
+    auto s = torch::randn({4, 3, 8}, torch::requires_grad());
+    auto w = hc->router()->named_parameters()["window_logits"];
+    auto r = hc->route(s);
+    hc->write(s, torch::zeros({4, 8}), r).select(-2, 0).sum().backward();
+    auto grad = s.grad();
+    EXPECT_LE(max_abs(grad.select(-2, 0) - 0.5), 1e-6);
+    EXPECT_LE(max_abs(grad.select(-2, 1) - (detach ? 0.0 : 0.3)), 1e-6);
+    EXPECT_LE(max_abs(grad.select(-2, 2) - (detach ? 0.0 : 0.2)), 1e-6);
+    // The weights themselves still learn from every window entry.
+    EXPECT_GT(max_abs(w.grad()), 0.0);
+  }
+}
+
+TEST(History, GumbelMixingInTrainingOnly) {
+  auto cfg = history_config(4);
+  cfg.history_tau = 0.5;
+  cfg.history_floor = 0.1;
+  HyperConnection hc(cfg, 3);
+  auto* router = dynamic_cast<HistoryRouterImpl*>(hc->router().get());
+  {
+    torch::NoGradGuard g;
+    router->window_logits.copy_(torch::tensor({0.5, 0.4, -2.0, 0.3}));  // prunes entry 2
+  }
+  auto a = router->window_weights();
+  ASSERT_EQ(a[2].item<double>(), 0.0);
+  auto s = torch::randn({3, 6, 4, 8});
+  hc->train();
+  auto rows = hc->route(s).res.select(-2, 0);  // (3, 6, 4): per-token weights
+  EXPECT_LE(max_abs(rows.sum(-1) - 1), 1e-6);
+  EXPECT_GE(rows.min().item<double>(), 0.0);
+  EXPECT_GE(rows.select(-1, 0).min().item<double>(), 0.1 - 1e-6) << "floor after the noise";
+  EXPECT_EQ(max_abs(rows.select(-1, 2)), 0.0) << "a pruned entry stays pruned";
+  EXPECT_GT(max_abs(rows - a), 1e-3) << "noise moved the weights";
+  EXPECT_GT(max_abs(rows[0][0] - rows[1][3]), 1e-3) << "per token";
+  // Keyed noise depends only on (seed, step, sequence, token): a row alone equals its batch row.
+  GumbelNoiseKey key{11, 2, torch::tensor({int64_t(5), int64_t(9), int64_t(17)})};
+  router->set_noise_key(&key);
+  auto keyed = hc->route(s).res;
+  GumbelNoiseKey one{11, 2, torch::tensor({int64_t(17)})};
+  router->set_noise_key(&one);
+  EXPECT_TRUE(torch::equal(hc->route(s.narrow(0, 2, 1)).res[0], keyed[2]));
+  router->set_noise_key(nullptr);
+  hc->eval();
+  auto eval_rows = hc->route(s).res.select(-2, 0);
+  EXPECT_TRUE(torch::equal(eval_rows, a.expand_as(eval_rows)));
+}
+
+TEST(History, TransformerTrainsAndMovesTheWindowWeights) {
+  for (bool options : {false, true}) {
+    SCOPED_TRACE(options ? "floor 0.2, Gumbel tau 0.5, detached" : "plain history");
+    auto cfg = history_config(4);
+    if (options) {
+      cfg.history_floor = 0.2;
+      cfg.history_tau = 0.5;
+      cfg.history_detach = true;
+    }
+    torch::manual_seed(8);
+    SHCTransformer m(cfg);
+    auto ids = torch::randint(61, {4, 16});
+    auto losses = train_steps(m, ids, 25);
+    std::cout << "history" << (options ? " (options)" : "") << ": loss " << losses.front() << " -> "
+              << losses.back() << "\n";
+    // Memorising one batch: ln(61) = 4.11 at the start; 25 steps at lr 1e-2 reach < 2.5.
+    EXPECT_LT(losses.back(), 0.6 * losses.front());
+    double moved = 0;
+    const auto initial = torch::tensor({0.9, 0.1 / 3, 0.1 / 3, 0.1 / 3});
+    for (const auto& b : m->block_list()) {
+      for (const auto& hc : {b->attn_hc, b->ffn_hc}) {
+        auto* r = dynamic_cast<HistoryRouterImpl*>(hc->router().get());
+        auto a = r->window_weights().to(torch::kDouble);
+        EXPECT_GE(a[0].item<double>(), cfg.history_floor - 1e-6);
+        EXPECT_LE(std::abs(a.sum().item<double>() - 1), 1e-6);
+        moved = std::max(moved, max_abs(a - initial));
+      }
+    }
+    EXPECT_GT(moved, 1e-2) << "the window weights learned";
+  }
+}
+
+TEST(History, RoutingAnalyzerReportsHistoryModels) {
+  torch::manual_seed(9);
+  RoutingAnalyzer analyzer(SHCTransformer(history_config(3)));
+  analyzer.analyze_batch(torch::randint(61, {2, 8}));
+  EXPECT_EQ(analyzer.tokens_seen(), 16);
+  EXPECT_NE(analyzer.to_json().find("spectral_norm_mean"), std::string::npos);
+}
+
+TEST(History, ConfigAndParsing) {
+  EXPECT_EQ(parse_residual_kind("history"), ResidualKind::kHistory);
+  EXPECT_EQ(to_string(ResidualKind::kHistory), "history");
+  auto cfg = history_config(4);
+  cfg.history_floor = 1.0;
+  EXPECT_THROW(cfg.validate(), std::invalid_argument);
+  cfg = history_config(4);
+  cfg.history_tau = -1;
+  EXPECT_THROW(cfg.validate(), std::invalid_argument);
+  cfg = history_config(4);
+  cfg.stream_rank = 2;
+  EXPECT_THROW(cfg.validate(), std::invalid_argument);
+  cfg = history_config(4);
+  cfg.history_floor = 0.1;
+  cfg.history_detach = true;
+  EXPECT_NE(cfg.summary().find("history n=4 history_floor=0.1 history_detach"), std::string::npos)
+      << cfg.summary();
+  EXPECT_EQ(SHCTransformer(cfg)->stream_reducer.is_empty(), true);
 }
 
 }  // namespace
