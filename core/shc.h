@@ -10,6 +10,7 @@
 #include "feed_forward.h"
 #include "generation.h"
 #include "hyper_connection.h"
+#include "hyper_connections.h"
 #include "rms_norm.h"
 #include "routing/hc_router.h"
 #include "routing/history_router.h"

@@ -11,7 +11,11 @@
 #include <vector>
 
 #include "core/hyper_connection.h"
+#include "core/hyper_connections.h"
+#include "core/routing/hc_router.h"
 #include "core/routing/history_router.h"
+#include "core/routing/mhc_router.h"
+#include "core/routing/shc_router.h"
 #include "core/routing_analyzer.h"
 #include "core/simplex_projection.h"
 #include "core/transformer.h"
@@ -418,6 +422,195 @@ TEST(History, ConfigAndParsing) {
   EXPECT_NE(cfg.summary().find("history n=4 history_floor=0.1 history_detach"), std::string::npos)
       << cfg.summary();
   EXPECT_EQ(SHCTransformer(cfg)->stream_reducer.is_empty(), true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wrapper
+
+const std::vector<ResidualKind> kAllKinds = {ResidualKind::kResidual, ResidualKind::kHC,
+                                             ResidualKind::kMHC, ResidualKind::kSHC,
+                                             ResidualKind::kHistory};
+
+HyperConnectionsOptions options_for(ResidualKind kind) {
+  return HyperConnectionsOptions().kind(kind).k_mixture(3).top_k(2);
+}
+
+int64_t count_parameters(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+TEST(HyperConnections, DisableIsExactlyThePlainResidual) {
+  for (auto kind : kAllKinds) {
+    for (int64_t fracs : {1, 2}) {
+      if (kind == ResidualKind::kHistory && fracs > 1) continue;
+      SCOPED_TRACE(to_string(kind) + " num_fracs " + std::to_string(fracs));
+      torch::manual_seed(10);
+      auto [init, expand, reduce] =
+          make_hyper_connections(4, options_for(kind).num_fracs(fracs).disable(true));
+      torch::nn::Linear f(16, 16);
+      auto block = init(16, f);
+      EXPECT_TRUE(block->disabled());
+      EXPECT_EQ(count_parameters(*block), count_parameters(*f)) << "no routing parameters";
+      auto x = torch::randn({2, 5, 16});
+      auto s = expand(x);
+      EXPECT_TRUE(s.is_same(x));
+      EXPECT_TRUE(torch::equal(reduce(block(s)), x + f(x)));
+    }
+  }
+}
+
+TEST(HyperConnections, OneStreamOneFractionIsThePlainResidualForEveryKind) {
+  for (auto kind : kAllKinds) {
+    SCOPED_TRACE(to_string(kind));
+    auto hcs = HyperConnections(1, options_for(kind));
+    EXPECT_TRUE(hcs.disabled()) << "the default of disable for n = 1, num_fracs = 1";
+    torch::manual_seed(11);
+    torch::nn::Linear f(16, 16);
+    auto block = hcs(16, f);
+    auto x = torch::randn({3, 16});
+    EXPECT_TRUE(torch::equal(hcs.reduce(block(hcs.expand(x))), x + f(x)));
+  }
+  // Forced on with n = 1, hc and history still start exactly at x + f(x) (H = 1 everywhere at
+  // init); mhc's and shc's sigmoid H_pre (0.95 at init) scale the branch input and so differ.
+  for (auto kind : {ResidualKind::kHC, ResidualKind::kHistory}) {
+    SCOPED_TRACE(to_string(kind) + " forced on");
+    auto hcs = HyperConnections(1, options_for(kind).disable(false));
+    torch::manual_seed(12);
+    torch::nn::Linear f(16, 16);
+    auto block = hcs(16, f);
+    EXPECT_FALSE(block->disabled());
+    auto x = torch::randn({3, 16});
+    EXPECT_TRUE(torch::equal(hcs.reduce(block(hcs.expand(x))), x + f(x)));
+  }
+}
+
+TEST(HyperConnections, WrapperReusesTheCoreRouters) {
+  torch::nn::Linear f(16, 16);
+  EXPECT_NE(dynamic_cast<HCRouterImpl*>(
+                HyperConnections(4, options_for(ResidualKind::kHC))(16, f)->hc->router().get()),
+            nullptr);
+  EXPECT_NE(dynamic_cast<MHCRouterImpl*>(
+                HyperConnections(4, options_for(ResidualKind::kMHC))(16, f)->hc->router().get()),
+            nullptr);
+  EXPECT_NE(dynamic_cast<SHCRouterImpl*>(
+                HyperConnections(4, options_for(ResidualKind::kSHC))(16, f)->hc->router().get()),
+            nullptr);
+  EXPECT_NE(
+      dynamic_cast<HistoryRouterImpl*>(
+          HyperConnections(4, options_for(ResidualKind::kHistory))(16, f)->hc->router().get()),
+      nullptr);
+  // Branch numbering: the k-th wrapped branch reads stream k mod n (HC's static H_pre).
+  auto hcs = HyperConnections(3, options_for(ResidualKind::kHC));
+  for (int64_t k = 0; k < 4; ++k) {
+    auto block = hcs(16, f);
+    auto* r = dynamic_cast<HCRouterImpl*>(block->hc->router().get());
+    EXPECT_TRUE(torch::equal(r->pre->bias, depth_one_hot(3, k))) << "branch " << k;
+  }
+}
+
+struct TanhLinearImpl : torch::nn::Module {
+  explicit TanhLinearImpl(int64_t d) {
+    linear = register_module("linear", torch::nn::Linear(d, d));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return torch::tanh(linear(x)); }
+  torch::nn::Linear linear{nullptr};
+};
+TORCH_MODULE(TanhLinear);
+
+// Two wrapped tanh(Linear) branches between expand and reduce, with fractions.
+struct FracModel {
+  HyperConnections hcs;
+  HyperConnectionBranch b1{nullptr}, b2{nullptr};
+  FracModel(int64_t n, HyperConnectionsOptions o, int64_t d) : hcs(n, std::move(o)) {
+    b1 = hcs(d, TanhLinear(d));
+    b2 = hcs(d, TanhLinear(d));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return hcs.reduce(b2(b1(hcs.expand(x)))); }
+};
+
+TEST(HyperConnections, FracConnectionsKeepShapesAndGradients) {
+  const int64_t d = 32;
+  for (auto kind : {ResidualKind::kHC, ResidualKind::kMHC, ResidualKind::kSHC}) {
+    for (int64_t n : {1, 2}) {
+      SCOPED_TRACE(to_string(kind) + " n " + std::to_string(n) + " num_fracs 4");
+      torch::manual_seed(13);
+      FracModel m(n, options_for(kind).num_fracs(4), d);
+      {  // move the zero-initialised projections off zero, so every path carries gradient
+        torch::NoGradGuard g;
+        for (auto& p : m.b1->hc->parameters()) p.add_(torch::randn_like(p) * 0.1);
+        for (auto& p : m.b2->hc->parameters()) p.add_(torch::randn_like(p) * 0.1);
+      }
+      auto x = torch::randn({2, 7, d});
+      auto s = m.hcs.expand(x);
+      EXPECT_EQ(s.sizes(), (std::vector<int64_t>{2, 7, n * 4, d / 4}));
+      EXPECT_EQ(m.b1(s).sizes(), s.sizes());
+      auto y = m.forward(x);
+      EXPECT_EQ(y.sizes(), x.sizes());
+      y.pow(2).mean().backward();
+      for (auto* b : {&m.b1, &m.b2}) {
+        for (const auto& item : (*b)->named_parameters()) {
+          const auto& grad = item.value().grad();
+          ASSERT_TRUE(grad.defined()) << item.key();
+          EXPECT_TRUE(torch::isfinite(grad).all().item<bool>()) << item.key();
+          EXPECT_GT(grad.abs().sum().item<double>(), 0.0) << item.key();
+        }
+      }
+    }
+  }
+}
+
+TEST(HyperConnections, FractionsAreLaidOutAndReadPerFraction) {
+  const int64_t d = 24;
+  // hc at init (H_res = I, H_pre reads stream 0 of every fraction, H_post = 1): one stream split
+  // into 4 fractions is exactly x + f(x); a wrong fraction order would scramble the features.
+  torch::manual_seed(14);
+  torch::nn::Linear f(d, d);
+  auto one = HyperConnections(1, options_for(ResidualKind::kHC).num_fracs(4));
+  auto x = torch::randn({3, d});
+  EXPECT_TRUE(torch::equal(one.reduce(one(d, f)(one.expand(x))), x + f(x)));
+  // Streams and fractions combined (n = 2, m = 3): both streams carry x + f(x); reduce sums them.
+  auto two = HyperConnections(2, options_for(ResidualKind::kHC).num_fracs(3));
+  auto block = two(d, f);  // layer 0: reads stream 0 of each fraction
+  auto* r = dynamic_cast<HCRouterImpl*>(block->hc->router().get());
+  EXPECT_TRUE(torch::equal(r->pre->bias, torch::tensor({1.f, 1.f, 1.f, 0.f, 0.f, 0.f})));
+  auto next = two(d, f);  // layer 1: stream 1 of each fraction
+  auto* r1 = dynamic_cast<HCRouterImpl*>(next->hc->router().get());
+  EXPECT_TRUE(torch::equal(r1->pre->bias, torch::tensor({0.f, 0.f, 0.f, 1.f, 1.f, 1.f})));
+  EXPECT_LE(max_abs(two.reduce(block(two.expand(x))) - 2 * (x + f(x))), 1e-5);
+  // The manual halves equal forward.
+  auto s = two.expand(x);
+  auto in = block->read(s);
+  EXPECT_TRUE(torch::equal(block->write(s, f(in.input), in.routing), block(s)));
+  // History cannot split states into fractions.
+  EXPECT_THROW(HyperConnections(4, options_for(ResidualKind::kHistory).num_fracs(2))(d, f),
+               c10::Error);
+  EXPECT_THROW(block(x), c10::Error) << "an unexpanded state is refused";
+}
+
+TEST(HyperConnections, HistoryWrapperIsAWindowOverWrappedBranches) {
+  // Three wrapped branches with window 3 and weights set by hand: the result equals the
+  // recurrence x_{l+1} = f_l(x_l) + sum_k a_k x_{l-k} written out directly.
+  const int64_t d = 8;
+  auto hcs = HyperConnections(3, options_for(ResidualKind::kHistory));
+  torch::manual_seed(15);
+  std::vector<torch::nn::Linear> fs;
+  std::vector<HyperConnectionBranch> blocks;
+  std::vector<torch::Tensor> weights = {f64({1, 0, 0}), f64({0.5, 0.5, 0}), f64({0.2, 0.3, 0.5})};
+  for (int l = 0; l < 3; ++l) {
+    fs.emplace_back(d, d);
+    blocks.push_back(hcs(d, fs.back()));
+    torch::NoGradGuard g;
+    blocks.back()->hc->router()->named_parameters()["window_logits"].copy_(weights[l]);
+  }
+  auto x0 = torch::randn({4, d});
+  auto s = hcs.expand(x0);
+  for (auto& b : blocks) s = b(s);
+  auto x1 = fs[0](x0) + x0;
+  auto x2 = fs[1](x1) + 0.5 * x1 + 0.5 * x0;
+  auto x3 = fs[2](x2) + 0.2 * x2 + 0.3 * x1 + 0.5 * x0;  // the window before x0 is x0 itself
+  EXPECT_LE(max_abs(hcs.reduce(s) - x3), 1e-5);
 }
 
 }  // namespace
