@@ -11,6 +11,7 @@
 #include "generation.h"
 #include "hyper_connection.h"
 #include "hyper_connections.h"
+#include "inject.h"
 #include "rms_norm.h"
 #include "routing/hc_router.h"
 #include "routing/history_router.h"

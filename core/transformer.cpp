@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "inject.h"
 #include "precision.h"
 #include "routing/history_router.h"
 #include "unit_seed.h"
@@ -109,6 +110,10 @@ torch::Tensor SHCTransformerImpl::embed(const torch::Tensor& ids) {
 
 torch::Tensor SHCTransformerImpl::run_block(int64_t i, const torch::Tensor& streams,
                                             LayerKVCache* cache) {
+  // shc::inject (inject.h) may have put a wrapper in the block's slot of `blocks`.
+  if (auto* injected = blocks[i]->as<InjectedModuleImpl>()) {
+    return between_blocks(injected->forward(streams, cache));
+  }
   return between_blocks(blocks_.at(i)->forward(streams, cache));
 }
 

@@ -7,11 +7,13 @@
 
 #include <cmath>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "core/hyper_connection.h"
 #include "core/hyper_connections.h"
+#include "core/inject.h"
 #include "core/routing/hc_router.h"
 #include "core/routing/history_router.h"
 #include "core/routing/mhc_router.h"
@@ -611,6 +613,172 @@ TEST(HyperConnections, HistoryWrapperIsAWindowOverWrappedBranches) {
   auto x2 = fs[1](x1) + 0.5 * x1 + 0.5 * x0;
   auto x3 = fs[2](x2) + 0.2 * x2 + 0.3 * x1 + 0.5 * x0;  // the window before x0 is x0 itself
   EXPECT_LE(max_abs(hcs.reduce(s) - x3), 1e-5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// inject
+
+// A residual block the way users write them: F(x) = x + W2 relu(W1 x).
+struct ResidualMLPImpl : torch::nn::Module {
+  explicit ResidualMLPImpl(int64_t d) {
+    fc1 = register_module("fc1", torch::nn::Linear(d, 2 * d));
+    fc2 = register_module("fc2", torch::nn::Linear(2 * d, d));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return x + fc2(torch::relu(fc1(x))); }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(ResidualMLP);
+
+torch::nn::Sequential small_mlp() {
+  return torch::nn::Sequential(torch::nn::Linear(8, 16), ResidualMLP(16), ResidualMLP(16),
+                               ResidualMLP(16), torch::nn::Linear(16, 4));
+}
+
+TEST(Inject, MLPKeepsWeightsAndWithDisableItsOutputs) {
+  torch::manual_seed(16);
+  auto mlp = small_mlp();
+  auto x = torch::randn({5, 8});
+  auto before = mlp->forward(x);
+  auto originals = mlp->parameters();
+  std::vector<torch::Tensor> values;
+  for (const auto& p : originals) values.push_back(p.detach().clone());
+  auto names = inject(*mlp, name_matches("[1-3]"),
+                      InjectOptions(16).num_streams(4).connections(
+                          HyperConnectionsOptions().kind(ResidualKind::kSHC).disable(true)));
+  EXPECT_EQ(names, (std::vector<std::string>{"1", "2", "3"}));
+  EXPECT_TRUE(mlp[1]->as<InjectedModuleImpl>() != nullptr);
+  auto now = mlp->parameters();
+  ASSERT_EQ(now.size(), originals.size()) << "disable adds no parameters";
+  for (size_t i = 0; i < now.size(); ++i) {
+    EXPECT_TRUE(now[i].is_same(originals[i]));
+    EXPECT_TRUE(torch::equal(now[i], values[i]));
+  }
+  EXPECT_EQ(mlp->named_parameters().contains("1.module.fc1.weight"), true);
+  EXPECT_TRUE(torch::equal(mlp->forward(x), before));
+}
+
+TEST(Inject, MLPWithStreamsStartsAtItsOutputsAndTrains) {
+  for (auto kind : {ResidualKind::kHC, ResidualKind::kSHC, ResidualKind::kHistory}) {
+    SCOPED_TRACE(to_string(kind));
+    torch::manual_seed(17);
+    auto mlp = small_mlp();
+    auto x = torch::randn({32, 8});
+    auto target = torch::randn({32, 4});
+    auto before = mlp->forward(x).detach();
+    auto originals = mlp->parameters();
+    inject(
+        *mlp,
+        [](const std::string&, const torch::nn::Module& m) {
+          return m.as<ResidualMLPImpl>() != nullptr;
+        },
+        InjectOptions(16).num_streams(4).connections(HyperConnectionsOptions().kind(kind)));
+    std::set<const void*> now;
+    for (const auto& p : mlp->parameters()) now.insert(p.unsafeGetTensorImpl());
+    for (const auto& p : originals) EXPECT_TRUE(now.count(p.unsafeGetTensorImpl()));
+    EXPECT_GT(mlp->parameters().size(), originals.size()) << "routing parameters added";
+    auto after = mlp->forward(x);
+    if (kind == ResidualKind::kHC) {
+      // hc starts at the original function (identity routing, identical streams, the host sees
+      // their mean): x + (F(x) - x) differs from F(x) by round-off.
+      EXPECT_LE(max_abs(after - before), 1e-5);
+    }
+    std::vector<torch::Tensor> routing_before;
+    for (const auto& p : mlp[2]->as<InjectedModuleImpl>()->connection->parameters()) {
+      routing_before.push_back(p.detach().clone());
+    }
+    torch::optim::AdamW opt(mlp->parameters(), torch::optim::AdamWOptions(1e-2));
+    double first = 0, last = 0;
+    for (int s = 0; s < 30; ++s) {
+      opt.zero_grad();
+      auto loss = torch::mse_loss(mlp->forward(x), target);
+      loss.backward();
+      opt.step();
+      (s == 0 ? first : last) = loss.item<double>();
+    }
+    EXPECT_LT(last, 0.7 * first);
+    // The routing itself learned (the second injected module: the first one's streams are all
+    // copies of its input, which history's weights cannot tell apart).
+    const auto routing_after = mlp[2]->as<InjectedModuleImpl>()->connection->parameters();
+    ASSERT_EQ(routing_after.size(), routing_before.size());
+    double routing_change = 0;
+    for (size_t i = 0; i < routing_after.size(); ++i) {
+      routing_change = std::max(routing_change, max_abs(routing_after[i] - routing_before[i]));
+    }
+    EXPECT_GT(routing_change, 1e-3);
+  }
+}
+
+TEST(Inject, RefusesWhatCannotBeRepointedAndLeavesTheModelUnchanged) {
+  torch::manual_seed(18);
+  auto mlp = small_mlp();
+  const auto count = mlp->parameters().size();
+  auto opts = InjectOptions(16).num_streams(2);
+  // "1.fc1" is a typed member of ResidualMLP: no walk can redirect its calls. "1" alone would
+  // work, so the failure must leave "1" untouched too.
+  try {
+    inject(*mlp, name_matches("1|2\\.fc1"), opts);
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot re-point '2.fc1'"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(mlp[1]->as<InjectedModuleImpl>(), nullptr);
+  EXPECT_EQ(mlp->parameters().size(), count);
+  EXPECT_THROW(inject(*mlp, name_matches("nothing"), opts), std::invalid_argument);
+  // A host that changes the value between two injected modules is an error, not a restart.
+  auto host = torch::nn::Sequential(ResidualMLP(16),
+                                    torch::nn::Functional([](torch::Tensor t) { return t * 2; }),
+                                    ResidualMLP(16));
+  inject(*host, name_matches("0|2"), opts);
+  EXPECT_THROW(host->forward(torch::randn({2, 16})), c10::Error);
+}
+
+TEST(Inject, TransformerWithResidualKind) {
+  auto cfg = test::small_model_config(ResidualKind::kResidual);
+  auto ids = torch::randint(61, {2, 12});
+  {  // disable: the same weights and exactly the same logits
+    torch::manual_seed(19);
+    SHCTransformer m(cfg);
+    auto before = m->forward(ids);
+    auto originals = m->parameters();
+    auto names =
+        inject(*m, name_matches("blocks\\.[0-9]+"),
+               InjectOptions(cfg.hidden_dim)
+                   .connections(HyperConnectionsOptions().kind(ResidualKind::kHC).disable(true)));
+    EXPECT_EQ(names, (std::vector<std::string>{"blocks.0", "blocks.1"}));
+    auto now = m->parameters();
+    ASSERT_EQ(now.size(), originals.size());
+    for (size_t i = 0; i < now.size(); ++i) EXPECT_TRUE(now[i].is_same(originals[i]));
+    EXPECT_TRUE(torch::equal(m->forward(ids), before));
+  }
+  for (auto kind : {ResidualKind::kHC, ResidualKind::kSHC, ResidualKind::kHistory}) {
+    SCOPED_TRACE(to_string(kind));
+    torch::manual_seed(20);
+    SHCTransformer m(cfg);
+    auto before = m->forward(ids).detach();
+    inject(*m, name_matches("blocks\\.[0-9]+"),
+           InjectOptions(cfg.hidden_dim)
+               .num_streams(4)
+               .connections(HyperConnectionsOptions().kind(kind).k_mixture(3)));
+    EXPECT_EQ(m->named_parameters().contains("blocks.1.module.attn.q_proj.weight"), true);
+    EXPECT_EQ(m->named_parameters().contains("blocks.1.connection.hc.router.pre.bias") ||
+                  m->named_parameters().contains("blocks.1.connection.hc.router.window_logits"),
+              true);
+    if (kind == ResidualKind::kHC) {
+      EXPECT_LE(max_abs(m->forward(ids) - before), 1e-4);
+    }
+    auto losses = train_steps(m, ids, 15);
+    EXPECT_LT(losses.back(), 0.8 * losses.front());
+    // KV-cached decoding runs through the injected blocks and equals the full forward (1e-4, the
+    // bound of the model's own cache test).
+    m->eval();
+    torch::NoGradGuard g;
+    auto full = m->forward(ids);
+    KVCache cache(m->config(), 2, 12, torch::kFloat);
+    auto first = m->forward_cached(ids.narrow(1, 0, 7), cache);
+    auto rest = m->forward_cached(ids.narrow(1, 7, 5), cache);
+    EXPECT_LE(max_abs(torch::cat({first, rest}, 1) - full), 1e-4);
+    EXPECT_GT(max_abs(full - before), 1e-3) << "training changed the injected model";
+  }
 }
 
 }  // namespace
