@@ -308,6 +308,10 @@ TEST(History, RoutingIsTheShiftRegisterWithSimplexWeights) {
   EXPECT_LE(max_abs(out.select(-2, 0) - latest), 1e-5);
   EXPECT_TRUE(torch::equal(out.select(-2, 1), s.select(-2, 0)));
   EXPECT_TRUE(torch::equal(out.select(-2, 2), s.select(-2, 1)));
+  // The split path the routing benchmark times builds the same H_res.
+  auto x_tilde = normalized_stream_state(s, cfg.norm_eps);
+  EXPECT_TRUE(torch::equal(
+      router->residual_from_coefficients(router->residual_coefficients(x_tilde)), r.res));
 }
 
 TEST(History, DetachedHistoryPassesGradientOnlyToTheLatestState) {

@@ -26,8 +26,6 @@
 // matrices exist only as broadcast views (or with Gumbel noise).
 #pragma once
 
-#include <optional>
-
 #include "../gumbel_noise.h"
 #include "router.h"
 
