@@ -15,17 +15,19 @@ std::string to_string(ResidualKind kind) {
       return "mhc";
     case ResidualKind::kSHC:
       return "shc";
+    case ResidualKind::kHistory:
+      return "history";
   }
   return "?";
 }
 
 ResidualKind parse_residual_kind(const std::string& name) {
-  for (auto kind :
-       {ResidualKind::kResidual, ResidualKind::kHC, ResidualKind::kMHC, ResidualKind::kSHC}) {
+  for (auto kind : {ResidualKind::kResidual, ResidualKind::kHC, ResidualKind::kMHC,
+                    ResidualKind::kSHC, ResidualKind::kHistory}) {
     if (to_string(kind) == name) return kind;
   }
   throw std::invalid_argument("unknown residual kind '" + name +
-                              "'; choose one of: residual, hc, mhc, shc");
+                              "'; choose one of: residual, hc, mhc, shc, history");
 }
 
 namespace {
@@ -76,6 +78,13 @@ void ModelConfig::validate() const {
   if (residual == ResidualKind::kMHC) {
     require(sinkhorn_iters >= 1, "sinkhorn_iters (" + num(sinkhorn_iters) + ") must be positive");
   }
+  if (residual == ResidualKind::kHistory) {
+    require(history_floor >= 0 && history_floor < 1,
+            "history_floor (" + num(history_floor) + ") must be in [0, 1)");
+    require(history_tau >= 0, "history_tau (" + num(history_tau) + ") must be >= 0 (0 = off)");
+    require(!compressed_streams(),
+            "stream_rank applies to hc, mhc and shc (history's window is a shift register)");
+  }
   require(!adaptive_rank || residual == ResidualKind::kSHC, "adaptive_rank needs residual = shc");
   if (adaptive_rank) {
     require(rank_hidden >= 1, "rank_hidden must be positive");
@@ -90,6 +99,11 @@ std::string ModelConfig::summary() const {
   if (residual != ResidualKind::kResidual) s << " n=" << n_streams;
   if (residual == ResidualKind::kSHC) s << " K=" << k_mixture << " top_k=" << top_k;
   if (residual == ResidualKind::kMHC) s << " sinkhorn_iters=" << sinkhorn_iters;
+  if (residual == ResidualKind::kHistory) {
+    if (history_floor > 0) s << " history_floor=" << history_floor;
+    if (history_tau > 0) s << " history_tau=" << history_tau;
+    if (history_detach) s << " history_detach";
+  }
   if (adaptive_rank) s << " adaptive_rank";
   if (compressed_streams()) s << " stream_rank=" << stream_rank;
   s << " d=" << hidden_dim << " L=" << n_layers << " heads=" << n_heads;

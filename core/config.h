@@ -14,6 +14,7 @@ enum class ResidualKind {
   kHC,        // dynamic hyper-connections, Zhu et al. 2024
   kMHC,       // Sinkhorn-Knopp projected mixing, DeepSeek mHC 2025
   kSHC,       // sparse mixture of Cayley-orthogonal matrices (this project)
+  kHistory,   // a window of the last n_streams states mixed by simplex weights (seed 004)
 };
 
 std::string to_string(ResidualKind kind);
@@ -48,6 +49,10 @@ struct ModelConfig {
   int64_t rank_hidden = 16;          // width of the rank selector's MLP
   double rank_tau_start = 1.0;       // Gumbel-softmax temperature, annealed ...
   double rank_tau_min = 0.1;         // ... down to this
+  // history (core/routing/history_router.h): the window is n_streams states.
+  double history_floor = 0.0;   // identity floor: weight of the latest state >= this, in [0, 1)
+  double history_tau = 0.0;     // Gumbel-softmax temperature of the weights in training; 0 = off
+  bool history_detach = false;  // gradient only through the latest state, not the older ones
 
   // Streams the residual state carries: 1 for the plain residual, n otherwise.
   int64_t streams() const { return residual == ResidualKind::kResidual ? 1 : n_streams; }

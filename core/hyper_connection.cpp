@@ -53,7 +53,17 @@ Routing HyperConnectionImpl::route(const StreamState& state, const torch::Tensor
                  .transpose(1, 2)
                  .reshape({m, -1});
   }
-  auto r = router_->route_projected(stream_projection(x, weight, n_ * d_, eps_, ops()));
+  torch::Tensor projected;
+  if (weight.size(0) == 0) {
+    // A router without per-token projections (history) needs only the token shape.
+    auto shape = x.sizes().vec();
+    shape.resize(shape.size() - 1);
+    shape.back() = 0;
+    projected = torch::zeros(shape, x.options());
+  } else {
+    projected = stream_projection(x, weight, n_ * d_, eps_, ops());
+  }
+  auto r = router_->route_projected(projected);
   return stream_mask.defined() ? apply_stream_mask(std::move(r), stream_mask) : r;
 }
 
@@ -80,7 +90,12 @@ torch::Tensor HyperConnectionImpl::write(const StreamState& state, const torch::
     res = torch::matmul(u.t(), res);
     post = torch::matmul(post, u);
   }
-  return stream_write(x, res, post, y.to(dtype), ops());
+  // History's detached window: only the latest state (stream 0) passes gradient through the mix.
+  const int64_t k = x.size(-2);
+  const auto mixed = routing.detach_history && k > 1
+                         ? torch::cat({x.narrow(-2, 0, 1), x.narrow(-2, 1, k - 1).detach()}, -2)
+                         : x;
+  return stream_write(mixed, res, post, y.to(dtype), ops());
 }
 
 }  // namespace shc

@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include "inject.h"
 #include "precision.h"
+#include "routing/history_router.h"
 #include "unit_seed.h"
 
 #include <cmath>
@@ -56,7 +58,8 @@ void SHCTransformerImpl::build_block(int64_t layer) {
 
 void SHCTransformerImpl::build_head() {
   const int64_t n = cfg_.streams(), d = cfg_.hidden_dim;
-  if (cfg_.residual != ResidualKind::kResidual) {
+  // history ends on its latest state (stream 0); the other kinds learn the reduction.
+  if (cfg_.residual != ResidualKind::kResidual && cfg_.residual != ResidualKind::kHistory) {
     stream_reducer = register_module("stream_reducer", FactorizedKVCache(n, d, 1));
     if (cfg_.compressed_streams()) {
       stream_codec = register_module("stream_codec", FactorizedKVCache(n, d, cfg_.stream_rank));
@@ -114,6 +117,11 @@ torch::Tensor SHCTransformerImpl::embed(const torch::Tensor& ids) {
 
 torch::Tensor SHCTransformerImpl::run_block(int64_t i, const torch::Tensor& streams,
                                             LayerKVCache* cache) {
+  // shc::inject (inject.h) may have put a wrapper in the block's slot of `blocks`.
+  if (auto* injected = blocks[i]->as<InjectedModuleImpl>()) {
+    TORCH_CHECK(!stream_codec, "an injected block cannot run with stream_rank < n_streams");
+    return injected->forward(streams, cache);
+  }
   if (!stream_codec) return blocks_.at(i)->forward(streams, cache);
   // With stream_rank r < n the state crosses block boundaries as C = U^T S (r x d per token).
   auto u = stream_codec->basis();
@@ -126,11 +134,12 @@ torch::Tensor SHCTransformerImpl::final_hidden(const torch::Tensor& streams) {
     // V^T (U C) = (V^T U) C for the reducer's basis V (n, 1).
     FullPrecisionScope full_precision;
     auto reduce = torch::matmul(stream_reducer->basis().t(), stream_codec->basis());
-    x = torch::matmul(reduce.to(streams.scalar_type()), streams);
+    x = torch::matmul(reduce.to(streams.scalar_type()), streams).squeeze(-2);
   } else {
-    x = stream_reducer ? stream_reducer->compress(streams) : streams;
+    // History has no reducer: it reads its latest state, stream 0.
+    x = stream_reducer ? stream_reducer->compress(streams).squeeze(-2) : streams.select(-2, 0);
   }
-  return final_norm(x.squeeze(-2));
+  return final_norm(x);
 }
 
 torch::Tensor SHCTransformerImpl::head(const torch::Tensor& streams) {
@@ -206,6 +215,11 @@ void SHCTransformerImpl::set_gumbel_noise(std::optional<GumbelNoiseKey> key) {
   for (auto& b : blocks_) {
     if (b->rank_selector) {
       b->rank_selector->set_noise_key(gumbel_key_ ? &*gumbel_key_ : nullptr, b->layer());
+    }
+    for (const auto& hc : {b->attn_hc, b->ffn_hc}) {
+      if (auto* h = dynamic_cast<HistoryRouterImpl*>(hc->router().get())) {
+        h->set_noise_key(gumbel_key_ ? &*gumbel_key_ : nullptr);
+      }
     }
   }
 }

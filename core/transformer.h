@@ -83,9 +83,9 @@ class SHCTransformerImpl : public torch::nn::Module {
   void set_fused_routing(bool fused);
   // Gumbel-softmax temperature of every rank selector (the trainer anneals it).
   void set_rank_temperature(double tau);
-  // Keys the rank selectors' Gumbel noise for the next forwards (gumbel_noise.h): the trainer
-  // sets (seed, step, global sequence index of each row) before each micro-batch; nullopt goes
-  // back to the default generator.
+  // Keys the Gumbel noise of the rank selectors and history routers for the next forwards
+  // (gumbel_noise.h): the trainer sets (seed, step, global sequence index of each row) before
+  // each micro-batch; nullopt goes back to the default generator.
   void set_gumbel_noise(std::optional<GumbelNoiseKey> key);
 
   int64_t num_parameters() const;
@@ -94,7 +94,8 @@ class SHCTransformerImpl : public torch::nn::Module {
 
   torch::nn::Embedding tok_embeddings{nullptr};
   torch::nn::ModuleList blocks{nullptr};
-  FactorizedKVCache stream_reducer{nullptr};  // n -> 1 after the last block (not for residual)
+  FactorizedKVCache stream_reducer{nullptr};  // n -> 1 after the last block (not for residual,
+                                              // nor history, which reads its latest state)
   FactorizedKVCache stream_codec{nullptr};    // n <-> r between units (stream_rank < n)
   RMSNorm final_norm{nullptr};
   torch::nn::Linear lm_head{nullptr};  // only when embeddings are not tied

@@ -22,6 +22,8 @@ struct Field {
   const char* name;
   Member member;
   const char* help;
+  // Added after the first checkpoints were written: a stored config without it means the default.
+  bool optional = false;
 };
 
 const std::vector<Field>& fields() {
@@ -36,7 +38,8 @@ const std::vector<Field>& fields() {
       {"rope_base", &ModelConfig::rope_base, "rotary embedding base"},
       {"norm_eps", &ModelConfig::norm_eps, "RMSNorm epsilon"},
       {"tie_embeddings", &ModelConfig::tie_embeddings, "share input embedding and output head"},
-      {"n_streams", &ModelConfig::n_streams, "residual streams n (hc, mhc, shc)"},
+      {"n_streams", &ModelConfig::n_streams,
+       "residual streams n (hc, mhc, shc); the window of states (history)"},
       {"k_mixture", &ModelConfig::k_mixture, "orthogonal bases K per sublayer (shc)"},
       {"top_k", &ModelConfig::top_k, "bases kept per token, top_k < K is sparse (shc)"},
       {"sinkhorn_iters", &ModelConfig::sinkhorn_iters, "Sinkhorn-Knopp iterations (mhc)"},
@@ -49,6 +52,12 @@ const std::vector<Field>& fields() {
       {"rank_hidden", &ModelConfig::rank_hidden, "width of the rank selector's MLP"},
       {"rank_tau_start", &ModelConfig::rank_tau_start, "initial Gumbel-softmax temperature"},
       {"rank_tau_min", &ModelConfig::rank_tau_min, "final Gumbel-softmax temperature"},
+      {"history_floor", &ModelConfig::history_floor,
+       "identity floor: the latest state's weight is at least this, in [0, 1) (history)", true},
+      {"history_tau", &ModelConfig::history_tau,
+       "Gumbel-softmax temperature of the window weights in training, 0 = off (history)", true},
+      {"history_detach", &ModelConfig::history_detach,
+       "gradient only through the latest state, not the older window (history)", true},
   };
   return table;
 }
@@ -108,7 +117,8 @@ void add_model_options(po::options_description& options) {
   add("model.preset", po::value<std::string>()->default_value("tiny")->value_name("NAME"),
       ("model shape preset: " + presets).c_str());
   add("model.residual", po::value<std::string>()->value_name("KIND"),
-      ("residual connection: residual, hc, mhc or shc" + default_note([](const ModelConfig& c) {
+      ("residual connection: residual, hc, mhc, shc or history" +
+       default_note([](const ModelConfig& c) {
          return to_string(c.residual);
        })).c_str());
   for (const auto& f : fields()) {
@@ -151,6 +161,7 @@ ModelConfig model_config_from_json(const nlohmann::json& j) {
     config.name = j.at("name").get<std::string>();
     config.residual = parse_residual_kind(j.at("residual").get<std::string>());
     for (const auto& f : fields()) {
+      if (f.optional && !j.contains(f.name)) continue;
       std::visit(
           [&](auto m) {
             using T = std::remove_reference_t<decltype(config.*m)>;

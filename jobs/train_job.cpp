@@ -35,12 +35,14 @@ class TrainJob : public Job {
     task.loss = [](const Forward& forward, const torch::Tensor& ids) {
       return MicroBatchResult{next_token_loss(forward(ids), ids), {}};
     };
-    if (cfg.adaptive_rank) {
+    // Random routing (the rank selector's and history's Gumbel noise) is keyed per sequence.
+    if (cfg.adaptive_rank || (cfg.residual == ResidualKind::kHistory && cfg.history_tau > 0)) {
       const uint64_t seed = options.seed;
       task.before_micro_batch = [cfg, seed](parallel::ShardedModel& units,
                                             const MicroBatchInfo& at) {
         auto model = static_cast<parallel::TransformerUnits&>(units).model();
-        // Exponential annealing of the rank selector's Gumbel temperature over the run.
+        // Exponential annealing of the rank selector's Gumbel temperature over the run (history's
+        // temperature is fixed).
         const double progress =
             double(at.step - 1) / double(std::max<int64_t>(1, at.max_steps - 1));
         model->set_rank_temperature(cfg.rank_tau_start *

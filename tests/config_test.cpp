@@ -24,6 +24,8 @@ int64_t routing_per_sublayer(const ModelConfig& c) {
       return (nd + 1) * (n * n + 2 * n) + 3;
     case ResidualKind::kSHC:
       return c.k_mixture * n * (n - 1) / 2 + (nd + 1) * (c.k_mixture + 2 * n) + 3;
+    case ResidualKind::kHistory:
+      return n;  // the window weights
   }
   return -1;
 }
@@ -37,7 +39,9 @@ int64_t closed_form_parameters(const ModelConfig& c) {
   const int64_t block = 2 * d + attention + ffn + 2 * routing_per_sublayer(c) + selector;
   int64_t total = c.vocab_size * d + c.n_layers * block + d;
   if (!c.tie_embeddings) total += c.vocab_size * d;
-  if (c.residual != ResidualKind::kResidual) {
+  if (c.residual == ResidualKind::kHistory) {
+    if (c.stream_offsets) total += n * d;  // no stream reducer: the head reads the latest state
+  } else if (c.residual != ResidualKind::kResidual) {
     total += n * (n - 1) / 2;                              // stream reducer rotation
     if (c.compressed_streams()) total += n * (n - 1) / 2;  // stream codec rotation
     if (c.stream_offsets) total += n * d;
@@ -47,8 +51,8 @@ int64_t closed_form_parameters(const ModelConfig& c) {
 
 TEST(Presets, ParameterCountsMatchClosedForm) {
   for (const auto& name : preset_names()) {
-    for (auto kind :
-         {ResidualKind::kResidual, ResidualKind::kHC, ResidualKind::kMHC, ResidualKind::kSHC}) {
+    for (auto kind : {ResidualKind::kResidual, ResidualKind::kHC, ResidualKind::kMHC,
+                      ResidualKind::kSHC, ResidualKind::kHistory}) {
       auto cfg = get_config(name);
       cfg.residual = kind;
       cfg.validate();
@@ -56,10 +60,10 @@ TEST(Presets, ParameterCountsMatchClosedForm) {
     }
   }
   // Building the model is what proves the count; the 1b+ presets need several GB, so the test
-  // instantiates the CPU presets and 500m (all four kinds for the small ones).
+  // instantiates the CPU presets and 500m (all five kinds for the small ones).
   for (const auto& name : {"tiny", "small"}) {
-    for (auto kind :
-         {ResidualKind::kResidual, ResidualKind::kHC, ResidualKind::kMHC, ResidualKind::kSHC}) {
+    for (auto kind : {ResidualKind::kResidual, ResidualKind::kHC, ResidualKind::kMHC,
+                      ResidualKind::kSHC, ResidualKind::kHistory}) {
       auto cfg = get_config(name);
       cfg.residual = kind;
       EXPECT_EQ(SHCTransformer(cfg)->num_parameters(), closed_form_parameters(cfg))

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "hc_router.h"
+#include "history_router.h"
 #include "mhc_router.h"
 #include "shc_router.h"
 
@@ -29,6 +30,8 @@ std::shared_ptr<RouterImpl> make_router(const ModelConfig& cfg, int64_t depth) {
       return std::make_shared<MHCRouterImpl>(cfg, depth);
     case ResidualKind::kSHC:
       return std::make_shared<SHCRouterImpl>(cfg, depth);
+    case ResidualKind::kHistory:
+      return std::make_shared<HistoryRouterImpl>(cfg, depth);
   }
   return nullptr;
 }

@@ -18,6 +18,9 @@ struct Routing {
   torch::Tensor res;          // (..., n, n)  H_res: stream mixing
   torch::Tensor mix_weights;  // (..., K)     alpha of the Cayley mixture (shc only)
   torch::Tensor stream_mask;  // (..., n)     prefix mask from the rank selector (when enabled)
+  // history only (history_router.h, history_detach): streams 1.. (the older window entries) enter
+  // the write without gradient, so the gradient reaches only the latest state.
+  bool detach_history = false;
 };
 
 class RouterImpl : public torch::nn::Module {
