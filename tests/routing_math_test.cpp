@@ -115,6 +115,64 @@ TEST(Sinkhorn, GradientMatchesFiniteDifferences) {
   }
 }
 
+// The linear-domain reference: what sinkhorn_knopp computed before it moved to the log domain.
+torch::Tensor linear_domain_sinkhorn(const torch::Tensor& logits, int64_t iters) {
+  auto m = torch::exp(logits - logits.amax({-2, -1}, /*keepdim=*/true));
+  for (int64_t i = 0; i < iters; ++i) {
+    m = m / (m.sum(-1, /*keepdim=*/true) + 1e-30);
+    m = m / (m.sum(-2, /*keepdim=*/true) + 1e-30);
+  }
+  return m;
+}
+
+TEST(Sinkhorn, LogitSpreadOfOneHundredStaysDoublyStochastic) {
+  torch::manual_seed(6);
+  for (int64_t n : {2, 4, 8, 16}) {
+    // Row and column offsets that spread each matrix's logits over 100 (what a strongly biased or
+    // badly scaled projection produces) on top of the usual 0.5 per-token part; in the log domain
+    // the offsets cancel exactly.
+    auto rows = torch::linspace(-25, 25, n).view({1, n, 1});
+    auto cols = torch::linspace(25, -25, n).view({1, 1, n});
+    auto logits = rows + cols + torch::randn({512, n, n}) * 0.5;
+    ASSERT_GT((logits.amax({-2, -1}) - logits.amin({-2, -1})).min().item<double>(), 95);
+    auto m = sinkhorn_knopp(logits, 20);
+    ASSERT_TRUE(torch::isfinite(m).all().item<bool>()) << "n=" << n;
+    EXPECT_LT(max_abs(m.sum(-1) - 1), 1e-4) << "rows, n=" << n;
+    EXPECT_LT(max_abs(m.sum(-2) - 1), 1e-4) << "cols, n=" << n;
+    EXPECT_GE(m.min().item<double>(), 0.0);
+    // A single row 120 below the rest: exp(-120) is 0 in fp32, so a linear-domain iteration from
+    // exp(l - max) loses the whole row and can never bring it back.
+    auto one_row = torch::randn({512, n, n}) * 0.5;
+    one_row.select(1, 0).sub_(120);
+    auto r = sinkhorn_knopp(one_row, 20);
+    EXPECT_LT(max_abs(r.sum(-1) - 1), 1e-4) << "one low row, n=" << n;
+    EXPECT_LT(max_abs(r.sum(-2) - 1), 1e-4) << "one low row, n=" << n;
+    EXPECT_GT(max_abs(linear_domain_sinkhorn(one_row, 20).sum(-1) - 1), 0.5)
+        << "the linear domain loses the low row (the test would not see the bug), n=" << n;
+  }
+}
+
+TEST(Sinkhorn, LogDomainEqualsTheLinearIterationAtNormalSpreads) {
+  torch::manual_seed(7);
+  for (int64_t n : {2, 4, 8, 16}) {
+    auto logits = torch::randn({1024, n, n}, torch::kDouble) * 2;
+    for (int64_t iters : {1, 5, 20}) {
+      EXPECT_LT(max_abs(sinkhorn_knopp(logits, iters) - linear_domain_sinkhorn(logits, iters)),
+                1e-12)
+          << "n=" << n << " iters=" << iters;
+      EXPECT_LT(max_abs(sinkhorn_knopp(logits.to(torch::kFloat), iters) -
+                        linear_domain_sinkhorn(logits.to(torch::kFloat), iters)),
+                2e-6)
+          << "fp32, n=" << n << " iters=" << iters;
+    }
+  }
+  // Wide logits: gradients stay finite and reach every entry.
+  auto wide = (torch::randn({8, 4, 4}) * 40).requires_grad_(true);
+  (sinkhorn_knopp(wide, 20) * torch::randn({8, 4, 4})).sum().backward();
+  EXPECT_TRUE(torch::isfinite(wide.grad()).all().item<bool>());
+  EXPECT_GT(max_abs(wide.grad()), 0.0);
+}
+
 TEST(FactorizedKVCache, FullRankIsLosslessAndBasisOrthonormal) {
   torch::manual_seed(4);
   FactorizedKVCache full(4, 8, 4);
