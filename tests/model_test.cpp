@@ -242,6 +242,50 @@ TEST(Generation, RejectsPromptsBeyondMaxSeqLen) {
   }
 }
 
+// The message of the c10::Error that `fn` throws ("" if none).
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
+TEST(SequenceLength, ForwardRejectsSequencesBeyondMaxSeqLenOnEveryPath) {
+  SHCTransformer m(test::small_model_config(ResidualKind::kSHC));  // max_seq_len 32
+  const std::string expected = "SHCTransformer: sequence length 33 exceeds max_seq_len (32)";
+  auto ids = torch::zeros({2, 33}, torch::kLong);
+  EXPECT_NE(error_of([&] { m->forward(ids); }).find(expected), std::string::npos);
+  EXPECT_NE(error_of([&] { m->forward(ids, ids); }).find(expected), std::string::npos);
+  EXPECT_NE(error_of([&] { m->run_unit(0, ids); }).find(expected), std::string::npos);
+  // The KV-cached path counts the positions already cached.
+  KVCache cache(m->config(), 2, 64, torch::TensorOptions());
+  m->forward_cached(torch::zeros({2, 30}, torch::kLong), cache);
+  EXPECT_NE(error_of([&] {
+              m->forward_cached(torch::zeros({2, 3}, torch::kLong), cache);
+            }).find(expected),
+            std::string::npos);
+  EXPECT_EQ(error_of([&] { m->forward(torch::zeros({2, 32}, torch::kLong)); }), "");
+}
+
+TEST(SequenceLength, LossOverOneTokenIsAnErrorNotNaN) {
+  SHCTransformer m(test::small_model_config(ResidualKind::kResidual));
+  auto ids = torch::zeros({2, 1}, torch::kLong);
+  const std::string expected =
+      "next_token_loss: a sequence of length 1 has no next token to predict (the loss needs T >= "
+      "2 tokens per row)";
+  EXPECT_NE(error_of([&] { m->forward(ids, ids); }).find(expected), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              next_token_loss(torch::zeros({2, 1, 5}), ids);
+            }).find(expected),
+            std::string::npos);
+  EXPECT_TRUE(std::isfinite(
+      m->forward(torch::zeros({2, 2}, torch::kLong), torch::zeros({2, 2}, torch::kLong))
+          .item<double>()));
+}
+
 TEST(RoutingAtInit, ResidualMapsStartNearIdentityAndStayBounded) {
   // Max abs row / column sum of the composite prod H_res over depth ("Amax" of mHC):
   //  hc  - exactly I at init (zero dynamic weights, static part I);
