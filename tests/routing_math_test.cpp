@@ -198,6 +198,47 @@ TEST(FactorizedKVCache, RankOneStartsAtTheStreamMean) {
   EXPECT_GT(r1->reconstruction_error(x).item<double>(), 0.1);
 }
 
+TEST(Buffers, CayleyIndexAndInitialBasisAreBuffersThatKeepTheirTypeUnderCasts) {
+  torch::manual_seed(8);
+  FactorizedKVCache cache(4, 8, 2);
+  auto buffers = cache->named_buffers();
+  ASSERT_TRUE(buffers.contains("rotation.upper_index"));
+  ASSERT_TRUE(buffers.contains("initial_basis"));
+  EXPECT_EQ(buffers["rotation.upper_index"].scalar_type(), torch::kLong);
+  // Buffers are not parameters: checkpoints, DDP and the optimizer (named_parameters) never
+  // see them.
+  for (const auto& p : cache->named_parameters()) {
+    EXPECT_EQ(p.key().find("upper_index"), std::string::npos);
+    EXPECT_EQ(p.key().find("initial_basis"), std::string::npos);
+  }
+  // Used in place, never copied per call.
+  const void* index_data = buffers["rotation.upper_index"].data_ptr();
+  auto before = cache->basis();
+  cache->basis();
+  EXPECT_EQ(cache->named_buffers()["rotation.upper_index"].data_ptr(), index_data);
+  // Module::to(dtype) casts every buffer; the index stays int64, the basis follows the model.
+  cache->to(torch::kCPU, torch::kDouble);
+  EXPECT_EQ(cache->named_buffers()["rotation.upper_index"].scalar_type(), torch::kLong);
+  EXPECT_EQ(cache->named_buffers()["initial_basis"].scalar_type(), torch::kDouble);
+  EXPECT_EQ(max_abs(cache->basis() - before.to(torch::kDouble)), 0.0);
+  for (auto dtype : {torch::kBFloat16, torch::kFloat}) {
+    cache->to(dtype);
+    EXPECT_EQ(cache->named_buffers()["rotation.upper_index"].scalar_type(), torch::kLong);
+    EXPECT_EQ(cache->named_buffers()["initial_basis"].scalar_type(), dtype);
+    EXPECT_EQ(cache->rotation->upper.scalar_type(), dtype);
+  }
+  // n = 32: flat indices up to 1023, which bf16 cannot hold exactly.
+  CayleyTransform big(32, 1, 0.5);
+  auto q = big().detach();
+  big->to(torch::kBFloat16);
+  big->to(torch::kFloat);
+  EXPECT_LT(max_abs(big() - q), 5e-2) << "a bf16 round trip of the parameters, not of the indices";
+  auto a = big->skew();
+  auto upper = torch::triu_indices(32, 32, 1);
+  EXPECT_EQ(max_abs(a[0].index({upper[0], upper[1]}) - big->upper[0]), 0.0);
+  EXPECT_EQ(max_abs(a + a.transpose(1, 2)), 0.0);
+}
+
 TEST(AdaptiveRank, SelectorReceivesGradientThroughStraightThrough) {
   torch::manual_seed(5);
   AdaptiveRankSelector sel(4, 32, 16);
