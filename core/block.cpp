@@ -20,7 +20,11 @@ SHCBlockImpl::SHCBlockImpl(const ModelConfig& cfg, int64_t layer)
 }
 
 torch::Tensor SHCBlockImpl::forward(const torch::Tensor& streams, LayerKVCache* cache) {
-  auto s = streams;
+  using S = BlockStage;
+  auto mark = [&](const torch::Tensor& t, S from, S to) {
+    return stage_boundary(t, stage_observer_, layer_, from, to);
+  };
+  auto s = mark(streams, S::kOutside, S::kRouting);
   torch::Tensor x_tilde, mask, n_eff;
   if (rank_selector) {
     // One n_eff per token and block, chosen from the block's input state (shared by both
@@ -32,14 +36,16 @@ torch::Tensor SHCBlockImpl::forward(const torch::Tensor& streams, LayerKVCache* 
   }
 
   auto r = attn_hc->route(s, x_tilde, mask);
-  auto y = attn(attn_norm(attn_hc->read(s, r)), cache);
+  auto y = mark(attn(attn_norm(mark(attn_hc->read(s, r), S::kRouting, S::kAttention)), cache),
+                S::kAttention, S::kRouting);
   if (observer_) observer_->observe(layer_, Sublayer::kAttention, r, n_eff);
   s = attn_hc->write(s, y, r);
 
   r = ffn_hc->route(s, {}, mask);
-  y = ffn(ffn_norm(ffn_hc->read(s, r)));
+  y = mark(ffn(ffn_norm(mark(ffn_hc->read(s, r), S::kRouting, S::kFeedForward))), S::kFeedForward,
+           S::kRouting);
   if (observer_) observer_->observe(layer_, Sublayer::kFeedForward, r, n_eff);
-  return ffn_hc->write(s, y, r);
+  return mark(ffn_hc->write(s, y, r), S::kRouting, S::kOutside);
 }
 
 }  // namespace shc
