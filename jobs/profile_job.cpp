@@ -205,7 +205,8 @@ class ProfileJob : public Job {
          "projection), and the model's own hyper-connection step (route + read + write, forward "
          "and forward+backward, every kind) beside its memory-traffic limit at the measured copy "
          "bandwidth")
-        ("out", po::value<std::string>(), "write the report as JSON to this file (else stdout)")
+        ("out", po::value<std::string>(),
+         "write the JSON report to this file (else to stdout); the readable tables go to the log")
         ("profile.device", po::value<std::string>()->default_value("cpu"),
          "model profile: cpu or cuda[:N]")
         ("profile.threads", po::value<int>()->default_value(0),
@@ -608,9 +609,8 @@ class ProfileJob : public Job {
 };
 
 SHC_REGISTER_JOB(ProfileJob, "profile",
-                 "where a model's training step spends its time (data, forward, backward, "
-                 "communication, optimizer; routing, attention, FFN), tokens/s, MFU, memory per "
-                 "residual kind; or the routing micro-benchmark (--routing-bench)");
+                 "where the time goes: a training step by phase and by block stage, tokens/s, "
+                 "MFU, memory per residual kind; or the routing micro-benchmark (--routing-bench)");
 
 }  // namespace
 }  // namespace shc::jobs
