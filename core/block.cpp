@@ -21,24 +21,31 @@ SHCBlockImpl::SHCBlockImpl(const ModelConfig& cfg, int64_t layer)
 
 torch::Tensor SHCBlockImpl::forward(const StreamState& streams, LayerKVCache* cache,
                                     const torch::Tensor& out_basis) {
+  using S = BlockStage;
+  auto mark = [&](const torch::Tensor& t, S from, S to) {
+    return stage_boundary(t, stage_observer_, layer_, from, to);
+  };
+  const StreamState in{mark(streams.coords, S::kOutside, S::kRouting), streams.basis};
   torch::Tensor mask, n_eff;
   if (rank_selector) {
     // One n_eff per token and block, chosen from the block's input state (shared by both
     // sublayers).
-    auto selection = rank_selector(normalized_stream_state(streams.dense(), eps_));
+    auto selection = rank_selector(normalized_stream_state(in.dense(), eps_));
     mask = selection.mask;
     n_eff = selection.n_eff;
   }
 
-  auto r = attn_hc->route(streams, mask);
-  auto y = attn(attn_norm(attn_hc->read(streams, r)), cache);
+  auto r = attn_hc->route(in, mask);
+  auto y = mark(attn(attn_norm(mark(attn_hc->read(in, r), S::kRouting, S::kAttention)), cache),
+                S::kAttention, S::kRouting);
   if (observer_) observer_->observe(layer_, Sublayer::kAttention, r, n_eff);
-  auto s = attn_hc->write(streams, y, r);
+  auto s = attn_hc->write(in, y, r);
 
   r = ffn_hc->route(s, mask);
-  y = ffn(ffn_norm(ffn_hc->read(s, r)));
+  y = mark(ffn(ffn_norm(mark(ffn_hc->read(s, r), S::kRouting, S::kFeedForward))), S::kFeedForward,
+           S::kRouting);
   if (observer_) observer_->observe(layer_, Sublayer::kFeedForward, r, n_eff);
-  return ffn_hc->write(s, y, r, out_basis);
+  return mark(ffn_hc->write(s, y, r, out_basis), S::kRouting, S::kOutside);
 }
 
 void SHCBlockImpl::set_fused_routing(bool fused) {

@@ -11,6 +11,7 @@
 #include "feed_forward.h"
 #include "hyper_connection.h"
 #include "rms_norm.h"
+#include "stage_marks.h"
 
 namespace shc {
 
@@ -36,6 +37,8 @@ class SHCBlockImpl : public torch::nn::Module {
   void set_fused_routing(bool fused);
 
   void set_observer(RoutingObserver* observer) { observer_ = observer; }
+  // Stage boundaries (routing / attention / FFN) for a profiler; nullptr = none (no cost).
+  void set_stage_observer(StageObserver* observer) { stage_observer_ = observer; }
   int64_t layer() const { return layer_; }
 
   HyperConnection attn_hc{nullptr}, ffn_hc{nullptr};
@@ -48,6 +51,7 @@ class SHCBlockImpl : public torch::nn::Module {
   int64_t layer_;
   double eps_;
   RoutingObserver* observer_ = nullptr;
+  StageObserver* stage_observer_ = nullptr;
 };
 TORCH_MODULE(SHCBlock);
 

@@ -26,12 +26,20 @@ class CayleyTransformImpl : public torch::nn::Module {
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
 
+  // Module::to casts every buffer, integer ones included; these keep the index buffer int64 (it
+  // only changes device) and cast the rest as usual.
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  using torch::nn::Module::to;
+
   torch::Tensor upper;  // (k, n(n-1)/2) free parameters
 
  private:
   int64_t n_, k_;
-  // Flat indices of the strict upper triangle of an n x n matrix; follows `upper`'s device.
-  mutable torch::Tensor upper_index_;
+  // Buffer "upper_index" (int64): the flat indices of the strict upper triangle of an n x n
+  // matrix. It moves with the module (to(device)); a runtime that places the parameters itself
+  // (FSDP's set_data) gets it moved in place once, on the first call that needs it there.
+  torch::Tensor upper_index_;
 };
 TORCH_MODULE(CayleyTransform);
 

@@ -33,14 +33,16 @@ FactorizedKVCacheImpl::FactorizedKVCacheImpl(int64_t n, int64_t d, int64_t r)
   TORCH_CHECK(r >= 1 && r <= n, "FactorizedKVCache: rank r (", r, ") must be in [1, n = ", n, "]");
   // Starts exactly at U_0 (A = 0); the rotation is learned from there.
   rotation = register_module("rotation", CayleyTransform(n, 1, /*init_scale=*/0.0));
-  initial_basis_ = helmert_columns(n, r);
+  initial_basis_ = register_buffer("initial_basis", helmert_columns(n, r));
 }
 
 torch::Tensor FactorizedKVCacheImpl::basis() {
   FullPrecisionScope full_precision;
   auto q = rotation()[0];
-  // Moved once, not per call: a host-to-device copy waits for the GPU.
-  if (initial_basis_.device() != q.device()) initial_basis_ = initial_basis_.to(q.device());
+  // Normally a no-op (the buffer moved with the module); moved in place once otherwise.
+  if (initial_basis_.device() != q.device()) {
+    initial_basis_.set_data(initial_basis_.to(q.device()));
+  }
   return torch::matmul(q, initial_basis_.to(q.scalar_type()));
 }
 

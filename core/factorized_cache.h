@@ -30,7 +30,9 @@ class FactorizedKVCacheImpl : public torch::nn::Module {
 
  private:
   int64_t n_, d_, r_;
-  torch::Tensor initial_basis_;  // U_0 (n, r), fixed; follows the rotation's device
+  // Buffer "initial_basis": U_0 (n, r), fixed. Moves (and casts) with the module; a runtime that
+  // places the parameters itself (FSDP's set_data) gets it moved in place once.
+  torch::Tensor initial_basis_;
 };
 TORCH_MODULE(FactorizedKVCache);
 

@@ -102,6 +102,7 @@ torch::Tensor SHCTransformerImpl::run_unit(int64_t u, const torch::Tensor& input
 }
 
 torch::Tensor SHCTransformerImpl::embed(const torch::Tensor& ids) {
+  check_sequence_length(ids, 0);
   auto e = tok_embeddings(ids).unsqueeze(-2);  // (batch, T, 1, d)
   if (cfg_.residual == ResidualKind::kResidual) return e;
   if (stream_codec) {
@@ -160,6 +161,12 @@ torch::Tensor SHCTransformerImpl::forward(const torch::Tensor& ids, const torch:
   return next_token_loss(forward(ids), labels);
 }
 
+void SHCTransformerImpl::check_sequence_length(const torch::Tensor& ids, int64_t offset) const {
+  TORCH_CHECK(ids.dim() == 2, "SHCTransformer: ids must be (batch, T), got ", ids.sizes());
+  TORCH_CHECK(offset + ids.size(1) <= cfg_.max_seq_len, "SHCTransformer: sequence length ",
+              offset + ids.size(1), " exceeds max_seq_len (", cfg_.max_seq_len, ")");
+}
+
 bool is_decayed_parameter(const std::string& name, const torch::Tensor& parameter) {
   static const std::string kSuffix = "weight";
   return parameter.dim() >= 2 && name.size() >= kSuffix.size() &&
@@ -167,7 +174,12 @@ bool is_decayed_parameter(const std::string& name, const torch::Tensor& paramete
 }
 
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& labels) {
+  TORCH_CHECK(labels.dim() == 2 && logits.dim() == 3 && logits.size(1) == labels.size(1),
+              "next_token_loss: expected logits (batch, T, vocab) and labels (batch, T), got ",
+              logits.sizes(), " and ", labels.sizes());
   const int64_t t = labels.size(1), vocab = logits.size(-1);
+  TORCH_CHECK(t >= 2, "next_token_loss: a sequence of length ", t,
+              " has no next token to predict (the loss needs T >= 2 tokens per row)");
   auto pred = logits.narrow(1, 0, t - 1).reshape({-1, vocab});
   auto target = labels.narrow(1, 1, t - 1).reshape({-1});
   return torch::nn::functional::cross_entropy(
@@ -175,6 +187,7 @@ torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& 
 }
 
 torch::Tensor SHCTransformerImpl::forward_cached(const torch::Tensor& ids, KVCache& cache) {
+  check_sequence_length(ids, cache.length());
   auto s = embed(ids);
   for (int64_t i = 0; i < cfg_.n_layers; ++i) s = run_block(i, s, &cache.layers[i]);
   return head(s);

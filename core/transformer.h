@@ -102,6 +102,9 @@ class SHCTransformerImpl : public torch::nn::Module {
   torch::Tensor stream_offsets;        // (n, d) only with cfg.stream_offsets
 
  private:
+  // ids (batch, T) with offset + T <= max_seq_len (offset: positions already in a KV cache), else
+  // an error: every path into the model (forward, forward_cached, run_unit) embeds first.
+  void check_sequence_length(const torch::Tensor& ids, int64_t offset) const;
   void build_embedding();
   void build_block(int64_t layer);
   void build_head();

@@ -257,6 +257,135 @@ TEST(Generation, RejectsPromptsBeyondMaxSeqLen) {
   }
 }
 
+// The message of the c10::Error that `fn` throws ("" if none).
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
+TEST(SequenceLength, ForwardRejectsSequencesBeyondMaxSeqLenOnEveryPath) {
+  SHCTransformer m(test::small_model_config(ResidualKind::kSHC));  // max_seq_len 32
+  const std::string expected = "SHCTransformer: sequence length 33 exceeds max_seq_len (32)";
+  auto ids = torch::zeros({2, 33}, torch::kLong);
+  EXPECT_NE(error_of([&] { m->forward(ids); }).find(expected), std::string::npos);
+  EXPECT_NE(error_of([&] { m->forward(ids, ids); }).find(expected), std::string::npos);
+  EXPECT_NE(error_of([&] { m->run_unit(0, ids); }).find(expected), std::string::npos);
+  // The KV-cached path counts the positions already cached.
+  KVCache cache(m->config(), 2, 64, torch::TensorOptions());
+  m->forward_cached(torch::zeros({2, 30}, torch::kLong), cache);
+  EXPECT_NE(error_of([&] {
+              m->forward_cached(torch::zeros({2, 3}, torch::kLong), cache);
+            }).find(expected),
+            std::string::npos);
+  EXPECT_EQ(error_of([&] { m->forward(torch::zeros({2, 32}, torch::kLong)); }), "");
+}
+
+TEST(SequenceLength, LossOverOneTokenIsAnErrorNotNaN) {
+  SHCTransformer m(test::small_model_config(ResidualKind::kResidual));
+  auto ids = torch::zeros({2, 1}, torch::kLong);
+  const std::string expected =
+      "next_token_loss: a sequence of length 1 has no next token to predict (the loss needs T >= "
+      "2 tokens per row)";
+  EXPECT_NE(error_of([&] { m->forward(ids, ids); }).find(expected), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              next_token_loss(torch::zeros({2, 1, 5}), ids);
+            }).find(expected),
+            std::string::npos);
+  EXPECT_TRUE(std::isfinite(
+      m->forward(torch::zeros({2, 2}, torch::kLong), torch::zeros({2, 2}, torch::kLong))
+          .item<double>()));
+}
+
+TEST(Buffers, ModelCastToFp64KeepsIndexBuffersAndMatchesFp32) {
+  torch::manual_seed(9);
+  auto cfg = test::small_model_config(ResidualKind::kSHC);
+  cfg.stream_rank = 2;
+  SHCTransformer m(cfg);
+  int64_t index_buffers = 0;
+  for (const auto& b : m->named_buffers()) {
+    if (b.key().find("upper_index") != std::string::npos) ++index_buffers;
+  }
+  // Two Cayley mixtures per block, the stream reducer and the stream codec.
+  EXPECT_EQ(index_buffers, 2 * cfg.n_layers + 2);
+  auto ids = torch::randint(cfg.vocab_size, {2, 9});
+  auto fp32 = m->forward(ids);
+  m->to(torch::kDouble);
+  for (const auto& b : m->named_buffers()) {
+    EXPECT_EQ(b.value().scalar_type(),
+              b.key().find("upper_index") != std::string::npos ? torch::kLong : torch::kDouble)
+        << b.key();
+  }
+  auto fp64 = m->forward(ids);
+  EXPECT_EQ(fp64.scalar_type(), torch::kDouble);
+  EXPECT_LT((fp64 - fp32.to(torch::kDouble)).abs().max().item<double>(), 1e-4);
+}
+
+// Records every stage boundary a model reports.
+struct RecordingStageObserver : StageObserver {
+  struct Event {
+    int64_t layer;
+    BlockStage from, to;
+    bool backward;
+  };
+  std::vector<Event> events;
+  void on_stage_boundary(int64_t layer, BlockStage from, BlockStage to, bool backward,
+                         const torch::Tensor&) override {
+    events.push_back({layer, from, to, backward});
+  }
+};
+
+TEST_P(ModelKinds, StageBoundariesComeInOrderForwardAndReversedInBackwardWithoutChangingResults) {
+  const auto& cfg = GetParam().cfg;
+  torch::manual_seed(10);
+  SHCTransformer m(cfg);
+  auto ids = torch::randint(cfg.vocab_size, {2, 7});
+  torch::manual_seed(11);  // the same Gumbel noise (adaptive rank) in both runs
+  auto loss = m->forward(ids, ids);
+  loss.backward();
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : m->parameters()) grads.push_back(p.grad().clone());
+  m->zero_grad();
+
+  RecordingStageObserver observer;
+  for (auto b : m->block_list()) b->set_stage_observer(&observer);
+  torch::manual_seed(11);
+  auto observed = m->forward(ids, ids);
+  using S = BlockStage;
+  const std::vector<std::pair<S, S>> block{
+      {S::kOutside, S::kRouting},     {S::kRouting, S::kAttention},   {S::kAttention, S::kRouting},
+      {S::kRouting, S::kFeedForward}, {S::kFeedForward, S::kRouting}, {S::kRouting, S::kOutside}};
+  ASSERT_EQ(observer.events.size(), block.size() * cfg.n_layers);
+  for (size_t i = 0; i < observer.events.size(); ++i) {
+    const auto& e = observer.events[i];
+    EXPECT_EQ(e.layer, int64_t(i / block.size()));
+    EXPECT_EQ(e.from, block[i % block.size()].first) << i;
+    EXPECT_EQ(e.to, block[i % block.size()].second) << i;
+    EXPECT_FALSE(e.backward);
+  }
+  observer.events.clear();
+  observed.backward();
+  ASSERT_EQ(observer.events.size(), block.size() * cfg.n_layers);
+  for (size_t i = 0; i < observer.events.size(); ++i) {
+    const size_t j = observer.events.size() - 1 - i;  // the forward event it mirrors
+    const auto& e = observer.events[i];
+    EXPECT_EQ(e.layer, int64_t(j / block.size())) << i;
+    EXPECT_EQ(e.from, block[j % block.size()].first) << i;
+    EXPECT_EQ(e.to, block[j % block.size()].second) << i;
+    EXPECT_TRUE(e.backward);
+  }
+  EXPECT_EQ(observed.item<double>(), loss.item<double>());
+  auto params = m->parameters();
+  for (size_t k = 0; k < params.size(); ++k) {
+    EXPECT_TRUE(torch::equal(params[k].grad(), grads[k])) << k;
+  }
+  for (auto b : m->block_list()) b->set_stage_observer(nullptr);
+}
+
 TEST(RoutingAtInit, ResidualMapsStartNearIdentityAndStayBounded) {
   // Max abs row / column sum of the composite prod H_res over depth ("Amax" of mHC):
   //  hc  - exactly I at init (zero dynamic weights, static part I);

@@ -115,6 +115,64 @@ TEST(Sinkhorn, GradientMatchesFiniteDifferences) {
   }
 }
 
+// The linear-domain reference: what sinkhorn_knopp computed before it moved to the log domain.
+torch::Tensor linear_domain_sinkhorn(const torch::Tensor& logits, int64_t iters) {
+  auto m = torch::exp(logits - logits.amax({-2, -1}, /*keepdim=*/true));
+  for (int64_t i = 0; i < iters; ++i) {
+    m = m / (m.sum(-1, /*keepdim=*/true) + 1e-30);
+    m = m / (m.sum(-2, /*keepdim=*/true) + 1e-30);
+  }
+  return m;
+}
+
+TEST(Sinkhorn, LogitSpreadOfOneHundredStaysDoublyStochastic) {
+  torch::manual_seed(6);
+  for (int64_t n : {2, 4, 8, 16}) {
+    // Row and column offsets that spread each matrix's logits over 100 (what a strongly biased or
+    // badly scaled projection produces) on top of the usual 0.5 per-token part; in the log domain
+    // the offsets cancel exactly.
+    auto rows = torch::linspace(-25, 25, n).view({1, n, 1});
+    auto cols = torch::linspace(25, -25, n).view({1, 1, n});
+    auto logits = rows + cols + torch::randn({512, n, n}) * 0.5;
+    ASSERT_GT((logits.amax({-2, -1}) - logits.amin({-2, -1})).min().item<double>(), 95);
+    auto m = sinkhorn_knopp(logits, 20);
+    ASSERT_TRUE(torch::isfinite(m).all().item<bool>()) << "n=" << n;
+    EXPECT_LT(max_abs(m.sum(-1) - 1), 1e-4) << "rows, n=" << n;
+    EXPECT_LT(max_abs(m.sum(-2) - 1), 1e-4) << "cols, n=" << n;
+    EXPECT_GE(m.min().item<double>(), 0.0);
+    // A single row 120 below the rest: exp(-120) is 0 in fp32, so a linear-domain iteration from
+    // exp(l - max) loses the whole row and can never bring it back.
+    auto one_row = torch::randn({512, n, n}) * 0.5;
+    one_row.select(1, 0).sub_(120);
+    auto r = sinkhorn_knopp(one_row, 20);
+    EXPECT_LT(max_abs(r.sum(-1) - 1), 1e-4) << "one low row, n=" << n;
+    EXPECT_LT(max_abs(r.sum(-2) - 1), 1e-4) << "one low row, n=" << n;
+    EXPECT_GT(max_abs(linear_domain_sinkhorn(one_row, 20).sum(-1) - 1), 0.5)
+        << "the linear domain loses the low row (the test would not see the bug), n=" << n;
+  }
+}
+
+TEST(Sinkhorn, LogDomainEqualsTheLinearIterationAtNormalSpreads) {
+  torch::manual_seed(7);
+  for (int64_t n : {2, 4, 8, 16}) {
+    auto logits = torch::randn({1024, n, n}, torch::kDouble) * 2;
+    for (int64_t iters : {1, 5, 20}) {
+      EXPECT_LT(max_abs(sinkhorn_knopp(logits, iters) - linear_domain_sinkhorn(logits, iters)),
+                1e-12)
+          << "n=" << n << " iters=" << iters;
+      EXPECT_LT(max_abs(sinkhorn_knopp(logits.to(torch::kFloat), iters) -
+                        linear_domain_sinkhorn(logits.to(torch::kFloat), iters)),
+                2e-6)
+          << "fp32, n=" << n << " iters=" << iters;
+    }
+  }
+  // Wide logits: gradients stay finite and reach every entry.
+  auto wide = (torch::randn({8, 4, 4}) * 40).requires_grad_(true);
+  (sinkhorn_knopp(wide, 20) * torch::randn({8, 4, 4})).sum().backward();
+  EXPECT_TRUE(torch::isfinite(wide.grad()).all().item<bool>());
+  EXPECT_GT(max_abs(wide.grad()), 0.0);
+}
+
 TEST(FactorizedKVCache, FullRankIsLosslessAndBasisOrthonormal) {
   torch::manual_seed(4);
   FactorizedKVCache full(4, 8, 4);
@@ -138,6 +196,49 @@ TEST(FactorizedKVCache, RankOneStartsAtTheStreamMean) {
   auto same = torch::randn({2, 1, 8}).expand({2, 4, 8});
   EXPECT_LT(r1->reconstruction_error(same).item<double>(), 1e-10);
   EXPECT_GT(r1->reconstruction_error(x).item<double>(), 0.1);
+}
+
+TEST(Buffers, CayleyIndexAndInitialBasisAreBuffersThatKeepTheirTypeUnderCasts) {
+  torch::manual_seed(8);
+  FactorizedKVCache cache(4, 8, 2);
+  auto buffers = cache->named_buffers();
+  ASSERT_TRUE(buffers.contains("rotation.upper_index"));
+  ASSERT_TRUE(buffers.contains("initial_basis"));
+  EXPECT_EQ(buffers["rotation.upper_index"].scalar_type(), torch::kLong);
+  // Buffers are not parameters: checkpoints, DDP and the optimizer (named_parameters) never
+  // see them.
+  for (const auto& p : cache->named_parameters()) {
+    EXPECT_EQ(p.key().find("upper_index"), std::string::npos);
+    EXPECT_EQ(p.key().find("initial_basis"), std::string::npos);
+  }
+  // Used in place, never copied per call.
+  const void* index_data = buffers["rotation.upper_index"].data_ptr();
+  auto before = cache->basis();
+  cache->basis();
+  EXPECT_EQ(cache->named_buffers()["rotation.upper_index"].data_ptr(), index_data);
+  // Module::to(dtype) casts every buffer; the index stays int64, the basis follows the model.
+  cache->to(torch::kCPU, torch::kDouble);
+  EXPECT_EQ(cache->named_buffers()["rotation.upper_index"].scalar_type(), torch::kLong);
+  EXPECT_EQ(cache->named_buffers()["initial_basis"].scalar_type(), torch::kDouble);
+  // U_0 is built in fp64 (an fp64 model needs it orthonormal to round-off); the fp32 basis is the
+  // same matrix rounded to fp32.
+  EXPECT_LT(max_abs(cache->basis() - before.to(torch::kDouble)), 1e-7);
+  for (auto dtype : {torch::kBFloat16, torch::kFloat}) {
+    cache->to(dtype);
+    EXPECT_EQ(cache->named_buffers()["rotation.upper_index"].scalar_type(), torch::kLong);
+    EXPECT_EQ(cache->named_buffers()["initial_basis"].scalar_type(), dtype);
+    EXPECT_EQ(cache->rotation->upper.scalar_type(), dtype);
+  }
+  // n = 32: flat indices up to 1023, which bf16 cannot hold exactly.
+  CayleyTransform big(32, 1, 0.5);
+  auto q = big().detach();
+  big->to(torch::kBFloat16);
+  big->to(torch::kFloat);
+  EXPECT_LT(max_abs(big() - q), 5e-2) << "a bf16 round trip of the parameters, not of the indices";
+  auto a = big->skew();
+  auto upper = torch::triu_indices(32, 32, 1);
+  EXPECT_EQ(max_abs(a[0].index({upper[0], upper[1]}) - big->upper[0]), 0.0);
+  EXPECT_EQ(max_abs(a + a.transpose(1, 2)), 0.0);
 }
 
 TEST(AdaptiveRank, SelectorReceivesGradientThroughStraightThrough) {

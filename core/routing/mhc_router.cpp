@@ -7,15 +7,18 @@
 namespace shc {
 
 torch::Tensor sinkhorn_knopp(const torch::Tensor& logits, int64_t iters) {
+  // Log domain: each round subtracts the row, then the column, log-sum-exp from the log matrix,
+  // i.e. divides exp(l) by its row and column sums without ever forming exp(l) alone. A linear-
+  // domain iteration from exp(l - max) loses whole rows or columns to underflow once the logits
+  // spread over ~100 (exp(-104) = 0 in fp32) and can never bring them back; here every row and
+  // column keeps a finite log-sum, so the result stays doubly stochastic.
   auto l = at_least_fp32(logits);
-  auto m = torch::exp(l - l.amax({-2, -1}, /*keepdim=*/true));
-  // A row or column that underflowed entirely must not divide by zero.
-  constexpr double kTiny = 1e-30;
+  l = l - l.amax({-2, -1}, /*keepdim=*/true);  // keeps exp() finite when iters = 0
   for (int64_t i = 0; i < iters; ++i) {
-    m = m / (m.sum(-1, /*keepdim=*/true) + kTiny);
-    m = m / (m.sum(-2, /*keepdim=*/true) + kTiny);
+    l = l - l.logsumexp(-1, /*keepdim=*/true);
+    l = l - l.logsumexp(-2, /*keepdim=*/true);
   }
-  return m;
+  return l.exp();
 }
 
 namespace {

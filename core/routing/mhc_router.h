@@ -9,9 +9,10 @@
 
 namespace shc {
 
-// Sinkhorn-Knopp on exp(logits) (..., n, n): `iters` rounds of row then column normalisation.
-// Shifting the logits by their per-matrix maximum leaves the result unchanged and keeps exp()
-// finite. Runs in fp32 (fp64 when given fp64, for gradient checks).
+// Sinkhorn-Knopp on exp(logits) (..., n, n): `iters` rounds of row then column normalisation,
+// carried out in the log domain (log-sum-exp per row and column), so that logits spread over
+// hundreds still give a doubly stochastic matrix instead of underflowed rows or columns. Runs in
+// fp32 (fp64 when given fp64, for gradient checks).
 torch::Tensor sinkhorn_knopp(const torch::Tensor& logits, int64_t iters);
 
 class MHCRouterImpl : public RouterImpl {
