@@ -111,6 +111,13 @@ bool fused_kernels_apply(const torch::Tensor& x, StreamOps ops) {
 
 torch::Tensor stream_projection(const torch::Tensor& x, const torch::Tensor& weight, int64_t count,
                                 double eps, StreamOps ops) {
+  if (weight.size(0) == 0) {
+    // No projections (a router whose weights do not depend on the token): nothing to read.
+    auto shape = x.sizes().vec();
+    shape.pop_back();
+    shape.back() = 0;
+    return torch::zeros(shape, x.options());
+  }
   if (fused_kernels_apply(x, ops)) return StreamProjection::apply(x, weight, count, eps);
   auto inv_rms = (x.pow(2).sum({-2, -1}) / static_cast<double>(count) + eps).rsqrt();
   return torch::matmul(x.flatten(-2), weight.t()) * inv_rms.unsqueeze(-1);

@@ -19,7 +19,8 @@ enum class StreamOps { kFused, kComposed };
 
 // raw = (vec X) W^T * rsqrt(|X|^2 / count + eps): the router's projections of x~ = RMSNorm(vec S)
 // without materialising x~. weight (m, k*d); count = n*d, the size of the mean in RMSNorm (equal
-// to k*d unless X holds orthonormal coordinates, whose norm equals that of S). -> (..., m)
+// to k*d unless X holds orthonormal coordinates, whose norm equals that of S). -> (..., m); an
+// empty weight (m = 0) reads nothing.
 torch::Tensor stream_projection(const torch::Tensor& x, const torch::Tensor& weight, int64_t count,
                                 double eps, StreamOps ops);
 

@@ -53,17 +53,7 @@ Routing HyperConnectionImpl::route(const StreamState& state, const torch::Tensor
                  .transpose(1, 2)
                  .reshape({m, -1});
   }
-  torch::Tensor projected;
-  if (weight.size(0) == 0) {
-    // A router without per-token projections (history) needs only the token shape.
-    auto shape = x.sizes().vec();
-    shape.resize(shape.size() - 1);
-    shape.back() = 0;
-    projected = torch::zeros(shape, x.options());
-  } else {
-    projected = stream_projection(x, weight, n_ * d_, eps_, ops());
-  }
-  auto r = router_->route_projected(projected);
+  auto r = router_->route_projected(stream_projection(x, weight, n_ * d_, eps_, ops()));
   return stream_mask.defined() ? apply_stream_mask(std::move(r), stream_mask) : r;
 }
 

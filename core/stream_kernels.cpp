@@ -192,13 +192,29 @@ ReadGradients stream_read_backward(const at::Tensor& grad_u, const at::Tensor& x
   return g;
 }
 
+namespace {
+
+// N tokens, k streams in, m streams out, d features.
+struct WriteShape {
+  int64_t n, k, d, m;
+};
+
+WriteShape check_write_operands(const at::Tensor& x, const at::Tensor& res, const at::Tensor& post,
+                                const at::Tensor& y) {
+  check_state(x);
+  const WriteShape s{x.size(0), x.size(1), x.size(2), res.size(1)};
+  check_operand(res, x, {s.n, s.m, s.k}, "res");
+  check_operand(post, x, {s.n, s.m}, "post");
+  check_operand(y, x, {s.n, s.d}, "y");
+  return s;
+}
+
+}  // namespace
+
 at::Tensor stream_write(const at::Tensor& x, const at::Tensor& res, const at::Tensor& post,
                         const at::Tensor& y) {
-  check_state(x);
-  const int64_t n = x.size(0), k = x.size(1), d = x.size(2), m = res.size(1);
-  check_operand(res, x, {n, m, k}, "res");
-  check_operand(post, x, {n, m}, "post");
-  check_operand(y, x, {n, d}, "y");
+  const auto shape = check_write_operands(x, res, post, y);
+  const int64_t n = shape.n, k = shape.k, d = shape.d, m = shape.m;
   auto out = at::empty({n, m, d}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stream_write", [&] {
     at::parallel_for(0, n, grain((m + k) * d), [&](int64_t b, int64_t e) {
@@ -213,11 +229,8 @@ at::Tensor stream_write(const at::Tensor& x, const at::Tensor& res, const at::Te
 WriteGradients stream_write_backward(const at::Tensor& grad_out, const at::Tensor& x,
                                      const at::Tensor& res, const at::Tensor& post,
                                      const at::Tensor& y) {
-  check_state(x);
-  const int64_t n = x.size(0), k = x.size(1), d = x.size(2), m = res.size(1);
-  check_operand(res, x, {n, m, k}, "res");
-  check_operand(post, x, {n, m}, "post");
-  check_operand(y, x, {n, d}, "y");
+  const auto shape = check_write_operands(x, res, post, y);
+  const int64_t n = shape.n, k = shape.k, d = shape.d, m = shape.m;
   check_operand(grad_out, x, {n, m, d}, "grad_out");
   WriteGradients g{at::empty_like(x), at::empty_like(res), at::empty_like(post), at::empty_like(y)};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stream_write_backward", [&] {

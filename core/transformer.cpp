@@ -17,11 +17,7 @@ SHCTransformerImpl::SHCTransformerImpl(ModelConfig cfg, const UnitBuilt& on_unit
   cfg_.validate();
   const uint64_t base = draw_base_seed();
   auto build = [&](int64_t unit, const std::function<void()>& make) {
-    {
-      UnitSeedScope seed(base, unit);
-      torch::NoGradGuard no_grad;
-      make();
-    }
+    build_unit(base, unit, make);
     if (on_unit_built) on_unit_built(unit, unit_parameters(unit));
   };
   build(0, [&] { build_embedding(); });
@@ -76,21 +72,17 @@ void SHCTransformerImpl::build_head() {
 std::vector<std::pair<std::string, torch::Tensor>> SHCTransformerImpl::unit_parameters(
     int64_t u) const {
   TORCH_CHECK(u >= 0 && u < num_units(), "unit ", u, " out of range [0, ", num_units(), ")");
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  auto add = [&](const std::string& prefix, const torch::nn::Module& m) {
-    for (const auto& item : m.named_parameters())
-      out.emplace_back(prefix + item.key(), item.value());
-  };
+  UnitParameters out;
   if (u == 0) {
-    add("tok_embeddings.", *tok_embeddings);
+    append_parameters(out, "tok_embeddings.", *tok_embeddings);
     if (stream_offsets.defined()) out.emplace_back("stream_offsets", stream_offsets);
   } else if (u <= cfg_.n_layers) {
-    add("blocks." + std::to_string(u - 1) + ".", *blocks_[u - 1]);
+    append_parameters(out, "blocks." + std::to_string(u - 1) + ".", *blocks_[u - 1]);
   } else {
-    if (stream_reducer) add("stream_reducer.", *stream_reducer);
-    if (stream_codec) add("stream_codec.", *stream_codec);
-    add("final_norm.", *final_norm);
-    if (lm_head) add("lm_head.", *lm_head);
+    if (stream_reducer) append_parameters(out, "stream_reducer.", *stream_reducer);
+    if (stream_codec) append_parameters(out, "stream_codec.", *stream_codec);
+    append_parameters(out, "final_norm.", *final_norm);
+    if (lm_head) append_parameters(out, "lm_head.", *lm_head);
   }
   return out;
 }

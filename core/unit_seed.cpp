@@ -1,6 +1,7 @@
 #include "unit_seed.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
 
 #include <mutex>
 
@@ -33,6 +34,19 @@ UnitSeedScope::UnitSeedScope(uint64_t base, int64_t unit)
 UnitSeedScope::~UnitSeedScope() {
   std::lock_guard<std::mutex> lock(gen_.mutex());
   gen_.set_state(saved_);
+}
+
+void build_unit(uint64_t base, int64_t unit, const std::function<void()>& make) {
+  UnitSeedScope seed(base, unit);
+  torch::NoGradGuard no_grad;
+  make();
+}
+
+void append_parameters(UnitParameters& out, const std::string& prefix,
+                       const torch::nn::Module& module) {
+  for (const auto& item : module.named_parameters()) {
+    out.emplace_back(prefix + item.key(), item.value());
+  }
 }
 
 }  // namespace shc

@@ -6,8 +6,13 @@
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
 
 #include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace shc {
 
@@ -27,5 +32,14 @@ class UnitSeedScope {
   at::Generator gen_;
   at::Tensor saved_;
 };
+
+// Runs `make`, one unit's construction, under UnitSeedScope(base, unit) and without autograd.
+void build_unit(uint64_t base, int64_t unit, const std::function<void()>& make);
+
+// A unit's parameters, named as in the model's named_parameters().
+using UnitParameters = std::vector<std::pair<std::string, at::Tensor>>;
+// Appends the parameters of `module` to `out`, their names prefixed with `prefix`.
+void append_parameters(UnitParameters& out, const std::string& prefix,
+                       const torch::nn::Module& module);
 
 }  // namespace shc

@@ -26,20 +26,14 @@
 #include "parallel/fsdp.h"
 #include "parallel/transformer_units.h"
 #include "tests/test_model_config.h"
+#include "tests/test_models.h"
 
 namespace shc {
 namespace {
 
 constexpr int64_t kGlobalBatch = 8, kSteps = 4, kSeqLen = 12;
 
-struct TanhLinearImpl : torch::nn::Module {
-  explicit TanhLinearImpl(int64_t d) {
-    linear = register_module("linear", torch::nn::Linear(d, d));
-  }
-  torch::Tensor forward(const torch::Tensor& x) { return torch::tanh(linear(x)); }
-  torch::nn::Linear linear{nullptr};
-};
-TORCH_MODULE(TanhLinear);
+using test::TanhLinear;
 
 // in -> expand -> 3 wrapped branches -> reduce -> out: a regression model built with the wrapper.
 struct WrappedMLPImpl : torch::nn::Module {

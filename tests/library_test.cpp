@@ -22,6 +22,7 @@
 #include "core/simplex_projection.h"
 #include "core/transformer.h"
 #include "tests/test_model_config.h"
+#include "tests/test_models.h"
 
 namespace shc {
 namespace {
@@ -516,14 +517,7 @@ TEST(HyperConnections, WrapperReusesTheCoreRouters) {
   }
 }
 
-struct TanhLinearImpl : torch::nn::Module {
-  explicit TanhLinearImpl(int64_t d) {
-    linear = register_module("linear", torch::nn::Linear(d, d));
-  }
-  torch::Tensor forward(const torch::Tensor& x) { return torch::tanh(linear(x)); }
-  torch::nn::Linear linear{nullptr};
-};
-TORCH_MODULE(TanhLinear);
+using test::TanhLinear;
 
 // Two wrapped tanh(Linear) branches between expand and reduce, with fractions.
 struct FracModel {

@@ -19,4 +19,14 @@ inline SHCTransformer perturbed_model(const ModelConfig& cfg, uint64_t seed) {
   return m;
 }
 
+// A small branch for the library tests: tanh(Linear(x)), d -> d.
+struct TanhLinearImpl : torch::nn::Module {
+  explicit TanhLinearImpl(int64_t d) {
+    linear = register_module("linear", torch::nn::Linear(d, d));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return torch::tanh(linear(x)); }
+  torch::nn::Linear linear{nullptr};
+};
+TORCH_MODULE(TanhLinear);
+
 }  // namespace shc::test

@@ -11,6 +11,7 @@ HCRouterImpl::HCRouterImpl(const ModelConfig& cfg, int64_t depth) : n_(cfg.n_str
   res = register_module("res", DynamicProjection(in, n_ * n_, s, tanh, torch::eye(n_)));
   pre = register_module("pre", DynamicProjection(in, n_, s, tanh, depth_one_hot(n_, depth)));
   post = register_module("post", DynamicProjection(in, n_, s, tanh, torch::ones({n_})));
+  set_projections({res, pre, post});
 }
 
 torch::Tensor HCRouterImpl::residual_coefficients(const torch::Tensor& x_tilde) {
@@ -24,16 +25,8 @@ torch::Tensor HCRouterImpl::residual_from_coefficients(const torch::Tensor& coef
   return res->finish(coefficients).view(shape);
 }
 
-std::vector<DynamicProjection> HCRouterImpl::projections() const {
-  return {res, pre, post};
-}
-
-torch::Tensor HCRouterImpl::projection_weight() {
-  return stacked_weight(projections());
-}
-
 Routing HCRouterImpl::route_projected(const torch::Tensor& projected) {
-  auto raw = split_projected(projected, projections());
+  auto raw = split(projected);
   Routing r;
   r.res = residual_from_coefficients(raw[0]);
   r.pre = pre->finish(raw[1]);

@@ -10,10 +10,9 @@
 
 namespace shc {
 
-class HCRouterImpl : public RouterImpl {
+class HCRouterImpl : public ProjectionRouterImpl {
  public:
   HCRouterImpl(const ModelConfig& cfg, int64_t depth);
-  torch::Tensor projection_weight() override;
   Routing route_projected(const torch::Tensor& projected) override;
   torch::Tensor residual_coefficients(const torch::Tensor& x_tilde) override;
   torch::Tensor residual_from_coefficients(const torch::Tensor& coefficients) override;
@@ -21,8 +20,6 @@ class HCRouterImpl : public RouterImpl {
   DynamicProjection res{nullptr}, pre{nullptr}, post{nullptr};
 
  private:
-  // The stacked projections, in the order of projection_weight().
-  std::vector<DynamicProjection> projections() const;
   int64_t n_;
 };
 

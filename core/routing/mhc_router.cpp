@@ -37,6 +37,7 @@ MHCRouterImpl::MHCRouterImpl(const ModelConfig& cfg, int64_t depth)
   res = register_module("res", DynamicProjection(in, n_ * n_, s, id, res_bias));
   pre = register_module("pre", DynamicProjection(in, n_, s, id, depth_read_logits(n_, depth)));
   post = register_module("post", DynamicProjection(in, n_, s, id));
+  set_projections({res, pre, post});
 }
 
 torch::Tensor MHCRouterImpl::residual_coefficients(const torch::Tensor& x_tilde) {
@@ -50,16 +51,8 @@ torch::Tensor MHCRouterImpl::residual_from_coefficients(const torch::Tensor& coe
   return sinkhorn_knopp(res->finish(coefficients).view(shape), iters_);
 }
 
-std::vector<DynamicProjection> MHCRouterImpl::projections() const {
-  return {res, pre, post};
-}
-
-torch::Tensor MHCRouterImpl::projection_weight() {
-  return stacked_weight(projections());
-}
-
 Routing MHCRouterImpl::route_projected(const torch::Tensor& projected) {
-  auto raw = split_projected(projected, projections());
+  auto raw = split(projected);
   Routing r;
   r.res = residual_from_coefficients(raw[0]);
   r.pre = torch::sigmoid(pre->finish(raw[1]));

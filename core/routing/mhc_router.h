@@ -15,10 +15,9 @@ namespace shc {
 // fp32 (fp64 when given fp64, for gradient checks).
 torch::Tensor sinkhorn_knopp(const torch::Tensor& logits, int64_t iters);
 
-class MHCRouterImpl : public RouterImpl {
+class MHCRouterImpl : public ProjectionRouterImpl {
  public:
   MHCRouterImpl(const ModelConfig& cfg, int64_t depth);
-  torch::Tensor projection_weight() override;
   Routing route_projected(const torch::Tensor& projected) override;
   torch::Tensor residual_coefficients(const torch::Tensor& x_tilde) override;
   torch::Tensor residual_from_coefficients(const torch::Tensor& coefficients) override;
@@ -26,8 +25,6 @@ class MHCRouterImpl : public RouterImpl {
   DynamicProjection res{nullptr}, pre{nullptr}, post{nullptr};
 
  private:
-  // The stacked projections, in the order of projection_weight().
-  std::vector<DynamicProjection> projections() const;
   int64_t n_, iters_;
 };
 

@@ -7,8 +7,11 @@
 #include <torch/types.h>
 
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "../config.h"
+#include "dynamic_projection.h"
 
 namespace shc {
 
@@ -42,6 +45,25 @@ class RouterImpl : public torch::nn::Module {
   virtual torch::Tensor residual_coefficients(const torch::Tensor& x_tilde) = 0;
   // ... and the construction of H_res (..., n, n) from those coefficients.
   virtual torch::Tensor residual_from_coefficients(const torch::Tensor& coefficients) = 0;
+};
+
+// The kinds whose coefficients are per-token projections of x~ (hc, mhc, shc): each lists its
+// projections once, and they are stacked and split in that order.
+class ProjectionRouterImpl : public RouterImpl {
+ public:
+  torch::Tensor projection_weight() override { return stacked_weight(projections_); }
+
+ protected:
+  void set_projections(std::vector<DynamicProjection> projections) {
+    projections_ = std::move(projections);
+  }
+  // Each projection's raw part of `projected` = x~ W^T.
+  std::vector<torch::Tensor> split(const torch::Tensor& projected) const {
+    return split_projected(projected, projections_);
+  }
+
+ private:
+  std::vector<DynamicProjection> projections_;
 };
 
 // The router for cfg.residual at sublayer depth `depth` (0-based over all sublayers); nullptr for

@@ -11,6 +11,7 @@ SHCRouterImpl::SHCRouterImpl(const ModelConfig& cfg, int64_t depth) {
   mixture = register_module("mixture", SparseOrthogonalMixture(n, cfg.k_mixture, in, cfg.top_k, s));
   pre = register_module("pre", DynamicProjection(in, n, s, id, depth_read_logits(n, depth)));
   post = register_module("post", DynamicProjection(in, n, s, id));
+  set_projections({mixture->logits, pre, post});
 }
 
 torch::Tensor SHCRouterImpl::residual_coefficients(const torch::Tensor& x_tilde) {
@@ -21,16 +22,8 @@ torch::Tensor SHCRouterImpl::residual_from_coefficients(const torch::Tensor& coe
   return mixture->mix_logits(mixture->logits->finish(coefficients));
 }
 
-std::vector<DynamicProjection> SHCRouterImpl::projections() const {
-  return {mixture->logits, pre, post};
-}
-
-torch::Tensor SHCRouterImpl::projection_weight() {
-  return stacked_weight(projections());
-}
-
 Routing SHCRouterImpl::route_projected(const torch::Tensor& projected) {
-  auto raw = split_projected(projected, projections());
+  auto raw = split(projected);
   Routing r;
   r.mix_weights = sparse_softmax(mixture->logits->finish(raw[0]), mixture->top_k());
   r.res = mix_bases(r.mix_weights, mixture->bases());

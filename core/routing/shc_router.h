@@ -11,20 +11,15 @@
 
 namespace shc {
 
-class SHCRouterImpl : public RouterImpl {
+class SHCRouterImpl : public ProjectionRouterImpl {
  public:
   SHCRouterImpl(const ModelConfig& cfg, int64_t depth);
-  torch::Tensor projection_weight() override;
   Routing route_projected(const torch::Tensor& projected) override;
   torch::Tensor residual_coefficients(const torch::Tensor& x_tilde) override;
   torch::Tensor residual_from_coefficients(const torch::Tensor& coefficients) override;
 
   SparseOrthogonalMixture mixture{nullptr};
   DynamicProjection pre{nullptr}, post{nullptr};
-
- private:
-  // The stacked projections, in the order of projection_weight().
-  std::vector<DynamicProjection> projections() const;
 };
 
 }  // namespace shc
