@@ -1,8 +1,6 @@
 #include "fused_hyper_connection.h"
 
-#include <ATen/ops/mm.h>
 #include <torch/csrc/autograd/custom_function.h>
-#include <torch/torch.h>
 
 #include "stream_kernels.h"
 
@@ -26,23 +24,24 @@ std::vector<int64_t> token_shape(const torch::Tensor& x, std::vector<int64_t> tr
   return shape;
 }
 
+// Each function saves its inputs as given (views of the caller's tensors, no copies) and takes
+// their token-major (N, ...) views again in backward; the gradients get the inputs' shapes back.
 struct StreamProjection : torch::autograd::Function<StreamProjection> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, int64_t count, double eps) {
     auto x3 = tokens(x, 2);
-    auto flat = x3.view({x3.size(0), -1});
     auto inv_rms = (kernels::stream_sum_of_squares(x3) / static_cast<double>(count) + eps).rsqrt();
-    auto products = at::mm(flat, weight.t());
-    ctx->save_for_backward({x3, weight, inv_rms, products});
+    auto products = at::mm(x3.view({x3.size(0), -1}), weight.t());
+    ctx->save_for_backward({x, weight, inv_rms, products});
     ctx->saved_data["count"] = count;
-    ctx->saved_data["shape"] = x.sizes().vec();
     return (products * inv_rms.unsqueeze(1)).view(token_shape(x, {weight.size(0)}));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &x3 = saved[0], &weight = saved[1], &inv_rms = saved[2], &products = saved[3];
+    const auto &x = saved[0], &weight = saved[1], &inv_rms = saved[2], &products = saved[3];
     const double count = static_cast<double>(ctx->saved_data["count"].toInt());
+    auto x3 = tokens(x, 2);
     auto flat = x3.view({x3.size(0), -1});
     auto g = grads[0].reshape({flat.size(0), -1});
     auto g_products = g * inv_rms.unsqueeze(1);
@@ -52,7 +51,7 @@ struct StreamProjection : torch::autograd::Function<StreamProjection> {
       auto g_inv = (g * products).sum(1);
       grad_x = at::mm(g_products, weight);
       grad_x.addcmul_(flat, (-g_inv * inv_rms.pow(3) / count).unsqueeze(1));
-      grad_x = grad_x.view(ctx->saved_data["shape"].toIntVector());
+      grad_x = grad_x.view(x.sizes());
     }
     if (ctx->needs_input_grad(1)) grad_w = at::mm(g_products.t(), flat);
     return {grad_x, grad_w, torch::Tensor(), torch::Tensor()};
@@ -62,19 +61,15 @@ struct StreamProjection : torch::autograd::Function<StreamProjection> {
 struct StreamRead : torch::autograd::Function<StreamRead> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& pre) {
-    auto x3 = tokens(x, 2);
-    auto p = tokens(pre, 1);
-    ctx->save_for_backward({x3, p});
-    ctx->saved_data["x_shape"] = x.sizes().vec();
-    ctx->saved_data["pre_shape"] = pre.sizes().vec();
-    return kernels::stream_read(x3, p).view(token_shape(x, {x.size(-1)}));
+    ctx->save_for_backward({x, pre});
+    return kernels::stream_read(tokens(x, 2), tokens(pre, 1)).view(token_shape(x, {x.size(-1)}));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    auto g = kernels::stream_read_backward(tokens(grads[0], 1), saved[0], saved[1]);
-    return {g.x.view(ctx->saved_data["x_shape"].toIntVector()),
-            g.pre.view(ctx->saved_data["pre_shape"].toIntVector())};
+    const auto &x = saved[0], &pre = saved[1];
+    auto g = kernels::stream_read_backward(tokens(grads[0], 1), tokens(x, 2), tokens(pre, 1));
+    return {g.x.view(x.sizes()), g.pre.view(pre.sizes())};
   }
 };
 
@@ -82,22 +77,18 @@ struct StreamWrite : torch::autograd::Function<StreamWrite> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& res, const torch::Tensor& post,
                                const torch::Tensor& y) {
-    auto x3 = tokens(x, 2), r = tokens(res, 2), p = tokens(post, 1), y2 = tokens(y, 1);
-    ctx->save_for_backward({x3, r, p, y2});
-    ctx->saved_data["x_shape"] = x.sizes().vec();
-    ctx->saved_data["res_shape"] = res.sizes().vec();
-    ctx->saved_data["post_shape"] = post.sizes().vec();
-    ctx->saved_data["y_shape"] = y.sizes().vec();
-    return kernels::stream_write(x3, r, p, y2).view(token_shape(x, {res.size(-2), x.size(-1)}));
+    ctx->save_for_backward({x, res, post, y});
+    return kernels::stream_write(tokens(x, 2), tokens(res, 2), tokens(post, 1), tokens(y, 1))
+        .view(token_shape(x, {res.size(-2), x.size(-1)}));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    auto g =
-        kernels::stream_write_backward(tokens(grads[0], 2), saved[0], saved[1], saved[2], saved[3]);
-    auto shape = [&](const char* key) { return ctx->saved_data[key].toIntVector(); };
-    return {g.x.view(shape("x_shape")), g.res.view(shape("res_shape")),
-            g.post.view(shape("post_shape")), g.y.view(shape("y_shape"))};
+    const auto &x = saved[0], &res = saved[1], &post = saved[2], &y = saved[3];
+    auto g = kernels::stream_write_backward(tokens(grads[0], 2), tokens(x, 2), tokens(res, 2),
+                                            tokens(post, 1), tokens(y, 1));
+    return {g.x.view(x.sizes()), g.res.view(res.sizes()), g.post.view(post.sizes()),
+            g.y.view(y.sizes())};
   }
 };
 
@@ -111,13 +102,8 @@ bool fused_kernels_apply(const torch::Tensor& x, StreamOps ops) {
 
 torch::Tensor stream_projection(const torch::Tensor& x, const torch::Tensor& weight, int64_t count,
                                 double eps, StreamOps ops) {
-  if (weight.size(0) == 0) {
-    // No projections (a router whose weights do not depend on the token): nothing to read.
-    auto shape = x.sizes().vec();
-    shape.pop_back();
-    shape.back() = 0;
-    return torch::zeros(shape, x.options());
-  }
+  // No projections (a router whose weights do not depend on the token): an empty (..., 0) view.
+  if (weight.size(0) == 0) return x.select(-1, 0).narrow(-1, 0, 0);
   if (fused_kernels_apply(x, ops)) return StreamProjection::apply(x, weight, count, eps);
   auto inv_rms = (x.pow(2).sum({-2, -1}) / static_cast<double>(count) + eps).rsqrt();
   return torch::matmul(x.flatten(-2), weight.t()) * inv_rms.unsqueeze(-1);

@@ -39,9 +39,11 @@ Routing apply_stream_mask(Routing r, const torch::Tensor& mask) {
 
 // With a compressed state (S = U C) the basis is folded into the small per-token coefficients, so
 // that no pass ever expands C to n x d:
-//   x~ W^T   = rsqrt(|C|^2 / (n d) + eps) (vec C) W_U^T   with W_U[:, k, :] = sum_j U[j,k] W[:, j,
-//   :] H_pre S  = (H_pre U) C U_out^T (H_res S + H_post y) = (U_out^T H_res U) C + (U_out^T H_post)
-//   y
+// clang-format off
+//   x~ W^T = rsqrt(|C|^2 / (n d) + eps) (vec C) W_U^T,  W_U[:, k, :] = sum_j U[j,k] W[:, j, :]
+//   H_pre S = (H_pre U) C
+//   U_out^T (H_res S + H_post y) = (U_out^T H_res U) C + (U_out^T H_post) y
+// clang-format on
 Routing HyperConnectionImpl::route(const StreamState& state, const torch::Tensor& stream_mask) {
   if (!router_) return {};
   FullPrecisionScope full_precision;

@@ -124,6 +124,11 @@ std::vector<std::string> inject(torch::nn::Module& root, const ModulePredicate& 
     if (!parent_name.empty() && parent.as<torch::nn::ModuleListImpl>() &&
         by_name.at(name)->as<SHCBlockImpl>() &&
         parent_of(grandparent_name).as<SHCTransformerImpl>()) {
+      if (parent_of(grandparent_name).as<SHCTransformerImpl>()->config().compressed_streams()) {
+        throw std::invalid_argument("inject: cannot wrap '" + name +
+                                    "': its transformer carries compressed streams (stream_rank "
+                                    "< n_streams)");
+      }
       targets.push_back({key, &parent, Slot::kTransformerBlock});
       continue;
     }

@@ -61,17 +61,12 @@ void RoutingAnalyzer::reset() {
 
 void RoutingAnalyzer::analyze_batch(const torch::Tensor& ids) {
   torch::NoGradGuard no_grad;
-  const bool was_training = model_->is_training();
-  model_->eval();
+  EvalModeScope eval_mode(*model_);
   composite_ = torch::Tensor();
-  try {
+  {
     ScopedRoutingObserver attached(model_, this);
     model_->forward(ids);
-  } catch (...) {
-    model_->train(was_training);
-    throw;
   }
-  model_->train(was_training);
   tokens_ += ids.numel();
 }
 

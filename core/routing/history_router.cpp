@@ -33,9 +33,7 @@ torch::Tensor HistoryRouterImpl::window_weights() const {
 torch::Tensor HistoryRouterImpl::window_matrix(const torch::Tensor& a) const {
   // Row i >= 1 copies state i - 1 (the shift); row 0 is a.
   auto shift = torch::diag(torch::ones({h_ - 1}, a.options()), -1);
-  auto e0 = torch::zeros({h_, 1}, a.options());
-  e0[0][0] = 1.0;
-  return shift + e0 * a.unsqueeze(-2);
+  return shift + depth_one_hot(h_, 0).to(a.options()).unsqueeze(-1) * a.unsqueeze(-2);
 }
 
 torch::Tensor HistoryRouterImpl::gumbel_mix(const torch::Tensor& a,
@@ -91,8 +89,7 @@ Routing HistoryRouterImpl::route_projected(const torch::Tensor& projected) {
   // One projection per sublayer and forward (not per token): w is shared by every token.
   auto a = window_weights();
   if (is_training() && tau_ > 0 && h_ > 1) a = gumbel_mix(a, projected);
-  auto e0 = torch::zeros({h_}, a.options());
-  e0[0] = 1.0;
+  auto e0 = depth_one_hot(h_, 0).to(a.options());
   Routing r;
   r.res = a.dim() == 1 ? per_token(window_matrix(a), {h_, h_}) : window_matrix(a);
   r.pre = per_token(e0, {h_});

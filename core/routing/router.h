@@ -35,11 +35,6 @@ class RouterImpl : public torch::nn::Module {
   // ... and the routing built from the projected raw = x~ W^T (..., m).
   virtual Routing route_projected(const torch::Tensor& raw) = 0;
 
-  // x_tilde: (..., n*d) fp32, the normalised stream state of each token.
-  Routing route(const torch::Tensor& x_tilde) {
-    return route_projected(torch::matmul(x_tilde, projection_weight().t()));
-  }
-
   // The H_res path alone, split in two so the routing benchmark times exactly the model's code:
   // the per-token coefficient projection x~ W_res^T ...
   virtual torch::Tensor residual_coefficients(const torch::Tensor& x_tilde) = 0;
