@@ -43,13 +43,13 @@
 #include "core/config.h"
 #include "core/precision.h"
 #include "core/transformer.h"
+#include "jobs/counting_allocator.h"
 #include "jobs/train_step.h"
 #include "parallel/communicator.h"
 #include "parallel/ddp.h"
 #include "parallel/fsdp.h"
 #include "parallel/runtime.h"
 #include "parallel/transformer_units.h"
-#include "tests/counting_allocator.h"
 
 namespace {
 
@@ -130,7 +130,7 @@ Result run(const Options& o, const std::string& config, Communicator& world) {
   const std::string strategy = config.substr(0, config.find('-'));
   const auto precision = bf16 ? shc::jobs::Precision::kBf16 : shc::jobs::Precision::kFp32;
   const int n = world.size(), rank = world.rank();
-  auto& counter = shc::test::CountingCpuAllocator::install();
+  auto& counter = shc::jobs::CountingCpuAllocator::install();
   MPI_Barrier(MPI_COMM_WORLD);
   const int64_t live_before = counter.live_bytes();
   counter.reset_peak();
@@ -212,7 +212,7 @@ int main(int argc, char** argv) {
   }
   auto& runtime = shc::parallel::Runtime::instance();
   torch::set_num_threads(o.threads);
-  shc::test::CountingCpuAllocator::install();
+  shc::jobs::CountingCpuAllocator::install();
   auto world = shc::parallel::make_communicator("mpi", torch::kCPU);
 
   std::vector<Result> results;

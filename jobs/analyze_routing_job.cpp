@@ -98,8 +98,9 @@ class AnalyzeRoutingJob : public Job {
     if (vm.count("checkpoint")) {
       sources.push_back(vm["checkpoint"].as<std::string>());
     } else {
+      // The list rank 0 sees, on every rank: the run may still be writing checkpoints.
       const std::string run_dir = vm["run"].as<std::string>();
-      sources = checkpoints::step_dirs(run_dir);
+      sources = agreed_list([&] { return checkpoints::step_dirs(run_dir); }, runtime);
       if (sources.empty())
         throw checkpoints::CheckpointError("run directory '" + run_dir + "' has no checkpoints");
     }

@@ -17,6 +17,7 @@
 #include "jobs/distill_student.h"
 #include "jobs/distillation.h"
 #include "jobs/job.h"
+#include "jobs/job_helpers.h"
 #include "jobs/model_files.h"
 #include "jobs/model_options.h"
 #include "jobs/trainer.h"
@@ -62,7 +63,10 @@ class DistillJob : public Job {
   int run(const po::variables_map& vm) override {
     const TrainerOptions options = trainer_options_from(vm);
     const std::string teacher_path = vm["distill.teacher"].as<std::string>();
-    const StoredModel stored = read_stored_model(teacher_path);
+    // Every rank distils from the checkpoint rank 0 resolved (the teacher's run may still write).
+    const StoredModel stored = read_stored_model(
+        agreed_list([&] { return std::vector{resolve_stored_model_path(teacher_path)}; },
+                    parallel::Runtime::instance())[0]);
     SHCTransformer teacher = load_transformer(stored);
     teacher->to(parallel::Runtime::instance().device());
     teacher->eval();

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "core/precision.h"
+
 namespace shc::jobs {
 
 namespace {
@@ -43,8 +45,7 @@ std::vector<int64_t> StudentWithHiddenProjection::borrowed_units(int64_t u) cons
 
 torch::Tensor StudentWithHiddenProjection::run_unit(int64_t u, const torch::Tensor& input) {
   if (u != num_units() - 1) return student_->run_unit(u, input);
-  auto hidden = student_->final_norm(input);
-  if (hidden.scalar_type() != torch::kDouble) hidden = hidden.to(torch::kFloat);
+  auto hidden = at_least_fp32(student_->final_norm(input));
   const auto logits = student_->lm_logits(hidden);
   return torch::cat({logits, projection_(hidden).to(logits.scalar_type())}, -1);
 }

@@ -8,10 +8,9 @@
 
 #include <boost/log/trivial.hpp>
 
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
+#include "checkpoints/file_io.h"
 #include "data/loader.h"
 #include "jobs/eval/benchmarks.h"
 #include "jobs/eval/metrics.h"
@@ -25,15 +24,6 @@ namespace shc::jobs {
 namespace {
 
 using nlohmann::json;
-
-std::vector<std::string> split_list(const std::string& comma_separated) {
-  std::vector<std::string> out;
-  std::stringstream s(comma_separated);
-  for (std::string item; std::getline(s, item, ',');) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
 
 class EvaluateJob : public Job {
  public:
@@ -73,7 +63,9 @@ class EvaluateJob : public Job {
     if (val.empty() && benchmarks.empty()) {
       throw std::invalid_argument("nothing to evaluate: give --data.val and/or --benchmarks");
     }
-    const StoredModel stored = read_stored_model(path);
+    // Every rank evaluates the checkpoint rank 0 resolved (a run may still be writing new ones).
+    const StoredModel stored = read_stored_model(
+        agreed_list([&] { return std::vector{resolve_stored_model_path(path)}; }, runtime)[0]);
     const auto model = load_model(stored);
     json results = {{"checkpoint", path},
                     {"model_family", stored.family},
@@ -122,9 +114,7 @@ class EvaluateJob : public Job {
       const std::string text = results.dump(2, ' ', false, json::error_handler_t::replace);
       std::cout << text << std::endl;
       if (const auto out = vm["out"].as<std::string>(); !out.empty()) {
-        std::ofstream file(out);
-        file << text << "\n";
-        if (!file) throw ExitError(kExitData, "cannot write '" + out + "'");
+        checkpoints::write_file_atomically(out, text + "\n");
       }
     }
     return kExitOk;

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <sstream>
 #include <thread>
 
 #include <sched.h>
@@ -21,6 +22,30 @@ int default_threads(const parallel::Runtime& runtime) {
 torch::Tensor batch_tensor(std::vector<int32_t> tokens, int64_t rows) {
   auto t = torch::from_blob(tokens.data(), {rows, int64_t(tokens.size()) / rows}, torch::kInt);
   return t.to(torch::kLong);
+}
+
+std::vector<std::string> agreed_list(const std::function<std::vector<std::string>()>& list,
+                                     parallel::Runtime& runtime) {
+  std::vector<std::string> items;
+  std::string joined;
+  if (runtime.is_root()) {
+    items = list();
+    for (const auto& item : items) joined += item + '\n';
+  }
+  runtime.broadcast_string(joined);
+  if (runtime.is_root()) return items;
+  std::stringstream s(joined);
+  for (std::string item; std::getline(s, item, '\n');) items.push_back(item);
+  return items;
+}
+
+std::vector<std::string> split_list(const std::string& comma_separated) {
+  std::vector<std::string> out;
+  std::stringstream s(comma_separated);
+  for (std::string item; std::getline(s, item, ',');) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
 }
 
 }  // namespace shc::jobs

@@ -5,6 +5,8 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "parallel/runtime.h"
@@ -20,5 +22,13 @@ int default_threads(const parallel::Runtime& runtime);
 // A loader batch (data::Loader::next_batch: rows of seq_len + 1 tokens) as a (rows, seq_len + 1)
 // int64 tensor.
 torch::Tensor batch_tensor(std::vector<int32_t> tokens, int64_t rows);
+
+// Rank 0's `list()`, on every rank (rank 0 calls it and broadcasts the result). For what each rank
+// could see differently on its own, e.g. the checkpoints of a run that is still writing them.
+std::vector<std::string> agreed_list(const std::function<std::vector<std::string>()>& list,
+                                     parallel::Runtime& runtime);
+
+// "a,b,,c" -> {a, b, c}: the items of a comma-separated option, empty ones dropped.
+std::vector<std::string> split_list(const std::string& comma_separated);
 
 }  // namespace shc::jobs

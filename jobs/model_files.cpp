@@ -81,17 +81,22 @@ StoredModel read_export(const std::string& path) {
 
 }  // namespace
 
-StoredModel read_stored_model(const std::string& path) {
-  if (fs::is_directory(path)) {
-    if (fs::exists(fs::path(path) / checkpoints::kManifestFile)) return read_checkpoint_model(path);
-    if (const auto latest = checkpoints::read_latest(path)) return read_checkpoint_model(*latest);
-    throw checkpoints::CheckpointError("'" + path +
-                                       "' is neither a checkpoint (no manifest.json) nor a run "
-                                       "directory (no latest)");
+std::string resolve_stored_model_path(const std::string& path) {
+  if (!fs::is_directory(path) || fs::exists(fs::path(path) / checkpoints::kManifestFile)) {
+    return path;
   }
-  if (!fs::exists(path))
+  if (const auto latest = checkpoints::read_latest(path)) return *latest;
+  throw checkpoints::CheckpointError("'" + path +
+                                     "' is neither a checkpoint (no manifest.json) nor a run "
+                                     "directory (no latest)");
+}
+
+StoredModel read_stored_model(const std::string& path) {
+  const std::string resolved = resolve_stored_model_path(path);
+  if (fs::is_directory(resolved)) return read_checkpoint_model(resolved);
+  if (!fs::exists(resolved))
     throw checkpoints::CheckpointError("no such checkpoint or export '" + path + "'");
-  return read_export(path);
+  return read_export(resolved);
 }
 
 std::string export_config_path(const std::string& path) {
@@ -160,7 +165,6 @@ class LoadedModelOf final : public LoadedModel {
   }
   int64_t context_length() const override { return context_; }
   std::string summary() const override { return summary_; }
-  void to(const torch::Device& device) override { model_->to(device); }
 
  private:
   Model model_;

@@ -40,6 +40,9 @@ struct StoredModel {
 // (its latest checkpoint) or an export file. checkpoints::CheckpointError naming the file on any
 // problem.
 StoredModel read_stored_model(const std::string& path);
+// What read_stored_model reads for `path`: a run directory's latest checkpoint directory, or
+// `path` itself. CheckpointError for a run directory without `latest`.
+std::string resolve_stored_model_path(const std::string& path);
 
 // Writes `model` as an export at `path` (parameters converted to `dtype`) and its config beside
 // it; both written atomically.
@@ -64,7 +67,6 @@ class LoadedModel {
   virtual torch::Tensor generate(const torch::Tensor& ids, const GenerationOptions& options) = 0;
   virtual int64_t context_length() const = 0;
   virtual std::string summary() const = 0;
-  virtual void to(const torch::Device& device) = 0;
 };
 // The stored model as its family's module (fp32, CPU). CheckpointError for an unknown family or
 // parameters that do not fit the config.

@@ -24,10 +24,10 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <sstream>
 
+#include "checkpoints/file_io.h"
 #include "core/stage_marks.h"
 #include "core/transformer.h"
 #include "data/loader.h"
@@ -65,28 +65,12 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
   return values;
 }
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::stringstream s(text);
-  std::string item;
-  while (std::getline(s, item, ',')) {
-    if (!item.empty()) items.push_back(item);
-  }
-  return items;
-}
-
-// Writes via a temporary file and a rename, so a reader never sees half a report.
+// Creates the report's folder; the write is atomic, so a reader never sees half a report.
 void write_report(const std::string& path, const std::string& text) {
   namespace fs = std::filesystem;
   const fs::path target(path);
   if (target.has_parent_path()) fs::create_directories(target.parent_path());
-  const fs::path tmp = target.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << text;
-    if (!out.flush()) throw ExitError(kExitData, "cannot write " + tmp.string());
-  }
-  fs::rename(tmp, target);
+  checkpoints::write_file_atomically(path, text);
   BOOST_LOG_TRIVIAL(info) << "wrote " << path;
 }
 

@@ -15,13 +15,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "jobs/counting_allocator.h"
 #include "jobs/train_step.h"
 #include "parallel/checking_communicator.h"
 #include "parallel/communication_thread.h"
 #include "parallel/communicator.h"
 #include "parallel/fsdp.h"
 #include "parallel/transformer_units.h"
-#include "tests/counting_allocator.h"
 #include "tests/test_model_config.h"
 
 namespace shc {
@@ -133,7 +133,7 @@ StepFigures measure_step(parallel::CheckingCommunicator& checking, parallel::Com
     step();
     figures.all_gathers = checking.count("all_gather");
   });
-  auto& allocator = test::CountingCpuAllocator::install();
+  auto& allocator = jobs::CountingCpuAllocator::install();
   second_step(plain, cfg, batch, zero2, precision, [&](const auto& step) {
     allocator.reset_peak();
     const int64_t before = allocator.live_bytes();

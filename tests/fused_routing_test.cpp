@@ -12,7 +12,7 @@
 #include "core/fused_hyper_connection.h"
 #include "core/precision.h"
 #include "core/transformer.h"
-#include "tests/counting_allocator.h"
+#include "jobs/counting_allocator.h"
 #include "tests/test_model_config.h"
 
 namespace shc {
@@ -263,7 +263,7 @@ TEST(FusedRouting, RoutingAndStateStayFp32UnderBf16Autocast) {
 // What autograd keeps after the forward pass (the graph's saved tensors plus the output), per
 // token, for the model at a given stream rank.
 int64_t activation_bytes(int64_t stream_rank) {
-  auto& counter = test::CountingCpuAllocator::install();
+  auto& counter = jobs::CountingCpuAllocator::install();
   auto cfg = test::small_model_config(ResidualKind::kSHC);
   cfg.hidden_dim = 64;
   cfg.n_layers = 4;

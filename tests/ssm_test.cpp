@@ -17,7 +17,7 @@
 #include "core/precision.h"
 #include "core/selective_scan.h"
 #include "core/ssm_student.h"
-#include "tests/counting_allocator.h"
+#include "jobs/counting_allocator.h"
 #include "tests/test_model_config.h"
 
 namespace shc {
@@ -197,7 +197,7 @@ TEST(SelectiveScan, GradientsEqualTheNaiveLoops) {
 // 256 to T = 1024, not by 4 x log(1024) / log(256). Printed as fp32 copies of the
 // (batch, T, d_inner, N) state.
 TEST(SelectiveScan, MemoryIsLinearInLength) {
-  auto& counter = test::CountingCpuAllocator::install();
+  auto& counter = jobs::CountingCpuAllocator::install();
   const int64_t batch = 2, di = 16, n = 8;
   auto measure = [&](int64_t T) {
     torch::manual_seed(4);
