@@ -55,7 +55,9 @@ Routing HyperConnectionImpl::route(const StreamState& state, const torch::Tensor
                  .transpose(1, 2)
                  .reshape({m, -1});
   }
-  auto r = router_->route_projected(stream_projection(x, weight, n_ * d_, eps_, ops()));
+  StateGradient link;
+  auto r = router_->route_projected(stream_projection(x, weight, n_ * d_, eps_, ops(), &link));
+  r.state_gradient = std::move(link);
   return stream_mask.defined() ? apply_stream_mask(std::move(r), stream_mask) : r;
 }
 
@@ -65,7 +67,7 @@ torch::Tensor HyperConnectionImpl::read(const StreamState& state, const Routing&
   const auto& x = state.coords;
   auto pre = routing.pre.to(x.scalar_type());
   if (state.basis.defined()) pre = torch::matmul(pre, state.basis.to(x.scalar_type()));
-  return stream_read(x, pre, ops());
+  return stream_read(x, pre, ops(), routing.state_gradient);
 }
 
 torch::Tensor HyperConnectionImpl::write(const StreamState& state, const torch::Tensor& y,
@@ -87,7 +89,7 @@ torch::Tensor HyperConnectionImpl::write(const StreamState& state, const torch::
   const auto mixed = routing.detach_history && k > 1
                          ? torch::cat({x.narrow(-2, 0, 1), x.narrow(-2, 1, k - 1).detach()}, -2)
                          : x;
-  return stream_write(mixed, res, post, y.to(dtype), ops());
+  return stream_write(mixed, res, post, y.to(dtype), ops(), routing.state_gradient);
 }
 
 }  // namespace shc

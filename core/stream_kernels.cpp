@@ -18,42 +18,125 @@
 #define SHC_VECTORISED
 #endif
 #define SHC_INLINE inline __attribute__((always_inline))
+// Vec<T> values cross no call boundary (every helper taking or returning one is always inlined),
+// so GCC's note that their ABI differs between the target clones does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace shc::kernels {
 namespace {
 
-// Lane accumulators per dot product: one 64-byte vector of T.
+// One 64-byte vector of T (GCC vector extension): one AVX-512 register, two AVX2 or four SSE
+// registers, as each target clone lowers it. Sums of several terms stay in registers, so every
+// output element is stored once.
+template <typename T>
+struct VectorOf {
+  typedef T type __attribute__((vector_size(64), aligned(sizeof(T))));
+};
+template <typename T>
+using Vec = typename VectorOf<T>::type;
+
 template <typename T>
 constexpr int64_t kLanes = 64 / sizeof(T);
+
+template <typename T>
+SHC_INLINE Vec<T> load(const T* p) {
+  return *reinterpret_cast<const Vec<T>*>(p);
+}
+
+template <typename T>
+SHC_INLINE void store(T* p, Vec<T> v) {
+  *reinterpret_cast<Vec<T>*>(p) = v;
+}
 
 // Tokens per parallel task: enough work (~32k values) to outweigh the scheduling.
 int64_t grain(int64_t values_per_token) {
   return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, values_per_token));
 }
 
+// <a, b>: lane sums over the full vectors, then the tail, then the lanes in order. A fixed order,
+// so results do not depend on how tokens are split between threads.
 template <typename T>
 SHC_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
-  T lanes[kLanes<T>] = {};
+  Vec<T> lanes = {};
   int64_t e = 0;
-  for (; e + kLanes<T> <= d; e += kLanes<T>) {
-    for (int64_t l = 0; l < kLanes<T>; ++l) lanes[l] += a[e + l] * b[e + l];
-  }
+  for (; e + kLanes<T> <= d; e += kLanes<T>) lanes += load(a + e) * load(b + e);
   T sum = 0;
   for (; e < d; ++e) sum += a[e] * b[e];
   for (int64_t l = 0; l < kLanes<T>; ++l) sum += lanes[l];
   return sum;
 }
 
-// out = c * a
+// out[b] = <a, rows[b * stride]> for four rows in one sweep over a (four independent accumulators:
+// the sums are those of dot(), bit for bit).
 template <typename T>
-SHC_INLINE void scale(T* __restrict out, T c, const T* __restrict a, int64_t d) {
-  for (int64_t e = 0; e < d; ++e) out[e] = c * a[e];
+SHC_INLINE void dot4(const T* __restrict a, const T* __restrict rows, int64_t stride, int64_t d,
+                     T* out, int64_t out_stride) {
+  Vec<T> lanes[4] = {};
+  int64_t e = 0;
+  for (; e + kLanes<T> <= d; e += kLanes<T>) {
+    const Vec<T> av = load(a + e);
+    for (int64_t b = 0; b < 4; ++b) lanes[b] += av * load(rows + b * stride + e);
+  }
+  for (int64_t b = 0; b < 4; ++b) {
+    T sum = 0;
+    for (int64_t f = e; f < d; ++f) sum += a[f] * rows[b * stride + f];
+    for (int64_t l = 0; l < kLanes<T>; ++l) sum += lanes[b][l];
+    out[b * out_stride] = sum;
+  }
 }
 
-// out += c * a
+// out[e] = lead_c lead[e] + sum_{q < count} c[q * c_stride] rows[q * row_stride + e], summed in
+// that order (lead may be null): every output of the stream kernels is such a combination of the
+// token's rows.
 template <typename T>
-SHC_INLINE void axpy(T* __restrict out, T c, const T* __restrict a, int64_t d) {
-  for (int64_t e = 0; e < d; ++e) out[e] += c * a[e];
+SHC_INLINE void combine(T* __restrict out, int64_t d, T lead_c, const T* __restrict lead,
+                        int64_t count, const T* __restrict c, int64_t c_stride,
+                        const T* __restrict rows, int64_t row_stride) {
+  int64_t e = 0;
+  for (; e + kLanes<T> <= d; e += kLanes<T>) {
+    Vec<T> acc = {};
+    if (lead) acc = lead_c * load(lead + e);
+    for (int64_t q = 0; q < count; ++q) acc += c[q * c_stride] * load(rows + q * row_stride + e);
+    store(out + e, acc);
+  }
+  for (; e < d; ++e) {
+    T acc = lead ? lead_c * lead[e] : T(0);
+    for (int64_t q = 0; q < count; ++q) acc += c[q * c_stride] * rows[q * row_stride + e];
+    out[e] = acc;
+  }
+}
+
+// dX[t,j] += scale[t] X[t,j] + pre[t,j] du[t] + sum_i res[t,i,j] dX'[t,i]
+// (stream_state_gradient), summed in registers in that order (the tail in the same order).
+template <typename T>
+SHC_VECTORISED void state_gradient_tokens(int64_t begin, int64_t end, int64_t k, int64_t d,
+                                          int64_t r, const T* x, const T* scale, const T* pre,
+                                          const T* du, const T* res, const T* g, T* dx) {
+  const int64_t kd = k * d;
+  for (int64_t t = begin; t < end; ++t) {
+    const T* gt = g ? g + t * r * d : nullptr;
+    const T* dut = du ? du + t * d : nullptr;
+    const T* rt = res ? res + t * r * k : nullptr;
+    const int64_t rows = g ? r : 0;
+    for (int64_t j = 0; j < k; ++j) {
+      const T* xj = x + t * kd + j * d;
+      T* o = dx + t * kd + j * d;
+      const T p = dut ? pre[t * k + j] : T(0);
+      int64_t e = 0;
+      for (; e + kLanes<T> <= d; e += kLanes<T>) {
+        Vec<T> acc = load(o + e) + scale[t] * load(xj + e);
+        if (dut) acc += p * load(dut + e);
+        for (int64_t i = 0; i < rows; ++i) acc += rt[i * k + j] * load(gt + i * d + e);
+        store(o + e, acc);
+      }
+      for (; e < d; ++e) {
+        T acc = o[e] + scale[t] * xj[e];
+        if (dut) acc += p * dut[e];
+        for (int64_t i = 0; i < rows; ++i) acc += rt[i * k + j] * gt[i * d + e];
+        o[e] = acc;
+      }
+    }
+  }
 }
 
 template <typename T>
@@ -66,11 +149,8 @@ template <typename T>
 SHC_VECTORISED void read_tokens(int64_t begin, int64_t end, int64_t k, int64_t d, const T* x,
                                 const T* pre, T* u) {
   for (int64_t t = begin; t < end; ++t) {
-    const T* xt = x + t * k * d;
-    const T* p = pre + t * k;
-    T* ut = u + t * d;
-    scale(ut, p[0], xt, d);
-    for (int64_t j = 1; j < k; ++j) axpy(ut, p[j], xt + j * d, d);
+    combine(u + t * d, d, T(0), static_cast<const T*>(nullptr), k, pre + t * k, 1, x + t * k * d,
+            d);
   }
 }
 
@@ -81,7 +161,7 @@ SHC_VECTORISED void read_backward_tokens(int64_t begin, int64_t end, int64_t k, 
     const T* dut = du + t * d;
     for (int64_t j = 0; j < k; ++j) {
       const int64_t row = (t * k + j) * d;
-      scale(dx + row, pre[t * k + j], dut, d);
+      if (dx) combine(dx + row, d, pre[t * k + j], dut, 0, dut, 0, dut, 0);
       dpre[t * k + j] = dot(dut, x + row, d);
     }
   }
@@ -91,12 +171,9 @@ template <typename T>
 SHC_VECTORISED void write_tokens(int64_t begin, int64_t end, int64_t m, int64_t k, int64_t d,
                                  const T* x, const T* res, const T* post, const T* y, T* out) {
   for (int64_t t = begin; t < end; ++t) {
-    const T* xt = x + t * k * d;
     for (int64_t i = 0; i < m; ++i) {
-      T* o = out + (t * m + i) * d;
-      const T* r = res + (t * m + i) * k;
-      scale(o, post[t * m + i], y + t * d, d);
-      for (int64_t j = 0; j < k; ++j) axpy(o, r[j], xt + j * d, d);
+      combine(out + (t * m + i) * d, d, post[t * m + i], y + t * d, k, res + (t * m + i) * k, 1,
+              x + t * k * d, d);
     }
   }
 }
@@ -113,17 +190,17 @@ SHC_VECTORISED void write_backward_tokens(int64_t begin, int64_t end, int64_t m,
     const T* r = res + t * m * k;
     // The token's m + k + 1 rows (a few KB) stay in cache across the loops below, so memory sees
     // one read of dX', X, y and one write of dX, dy per token.
-    for (int64_t j = 0; j < k; ++j) {
-      T* dxj = dx + (t * k + j) * d;
-      scale(dxj, r[j], gt, d);
-      for (int64_t i = 1; i < m; ++i) axpy(dxj, r[i * k + j], gt + i * d, d);
+    for (int64_t j = 0; dx && j < k; ++j) {
+      combine(dx + (t * k + j) * d, d, T(0), static_cast<const T*>(nullptr), m, r + j, k, gt, d);
     }
-    T* dyt = dy + t * d;
-    scale(dyt, post[t * m], gt, d);
-    for (int64_t i = 1; i < m; ++i) axpy(dyt, post[t * m + i], gt + i * d, d);
+    combine(dy + t * d, d, T(0), static_cast<const T*>(nullptr), m, post + t * m, 1, gt, d);
     for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < k; ++j) dres[(t * m + i) * k + j] = dot(gt + i * d, xt + j * d, d);
-      dpost[t * m + i] = dot(gt + i * d, yt, d);
+      const T* gi = gt + i * d;
+      T* dr = dres + (t * m + i) * k;
+      int64_t j = 0;
+      for (; j + 4 <= k; j += 4) dot4(gi, xt + j * d, d, d, dr + j, 1);
+      for (; j < k; ++j) dr[j] = dot(gi, xt + j * d, d);
+      dpost[t * m + i] = dot(gi, yt, d);
     }
   }
 }
@@ -160,6 +237,35 @@ at::Tensor stream_sum_of_squares(const at::Tensor& x) {
   return out;
 }
 
+void stream_state_gradient(at::Tensor& grad_x, const at::Tensor& x, const at::Tensor& scale,
+                           const at::Tensor& pre, const at::Tensor& grad_u, const at::Tensor& res,
+                           const at::Tensor& grad_out) {
+  check_state(x);
+  const int64_t n = x.size(0), k = x.size(1), d = x.size(2);
+  check_operand(grad_x, x, {n, k, d}, "grad_x");
+  check_operand(scale, x, {n}, "scale");
+  TORCH_CHECK(pre.defined() == grad_u.defined() && res.defined() == grad_out.defined(),
+              "stream_state_gradient: pre and grad_u, res and grad_out come in pairs");
+  if (pre.defined()) {
+    check_operand(pre, x, {n, k}, "pre");
+    check_operand(grad_u, x, {n, d}, "grad_u");
+  }
+  const int64_t r = res.defined() ? res.size(1) : 0;
+  if (res.defined()) {
+    check_operand(res, x, {n, r, k}, "res");
+    check_operand(grad_out, x, {n, r, d}, "grad_out");
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stream_state_gradient", [&] {
+    auto ptr = [](const at::Tensor& t) {
+      return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+    };
+    at::parallel_for(0, n, grain((2 * k + r + 1) * d), [&](int64_t b, int64_t e) {
+      state_gradient_tokens<scalar_t>(b, e, k, d, r, ptr(x), ptr(scale), ptr(pre), ptr(grad_u),
+                                      ptr(res), ptr(grad_out), grad_x.mutable_data_ptr<scalar_t>());
+    });
+  });
+}
+
 at::Tensor stream_read(const at::Tensor& x, const at::Tensor& pre) {
   check_state(x);
   const int64_t n = x.size(0), k = x.size(1), d = x.size(2);
@@ -175,17 +281,17 @@ at::Tensor stream_read(const at::Tensor& x, const at::Tensor& pre) {
 }
 
 ReadGradients stream_read_backward(const at::Tensor& grad_u, const at::Tensor& x,
-                                   const at::Tensor& pre) {
+                                   const at::Tensor& pre, bool with_x) {
   check_state(x);
   const int64_t n = x.size(0), k = x.size(1), d = x.size(2);
   check_operand(pre, x, {n, k}, "pre");
   check_operand(grad_u, x, {n, d}, "grad_u");
-  ReadGradients g{at::empty_like(x), at::empty_like(pre)};
+  ReadGradients g{with_x ? at::empty_like(x) : at::Tensor(), at::empty_like(pre)};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stream_read_backward", [&] {
     at::parallel_for(0, n, grain(k * d), [&](int64_t b, int64_t e) {
       read_backward_tokens<scalar_t>(b, e, k, d, grad_u.const_data_ptr<scalar_t>(),
                                      x.const_data_ptr<scalar_t>(), pre.const_data_ptr<scalar_t>(),
-                                     g.x.mutable_data_ptr<scalar_t>(),
+                                     with_x ? g.x.mutable_data_ptr<scalar_t>() : nullptr,
                                      g.pre.mutable_data_ptr<scalar_t>());
     });
   });
@@ -228,17 +334,18 @@ at::Tensor stream_write(const at::Tensor& x, const at::Tensor& res, const at::Te
 
 WriteGradients stream_write_backward(const at::Tensor& grad_out, const at::Tensor& x,
                                      const at::Tensor& res, const at::Tensor& post,
-                                     const at::Tensor& y) {
+                                     const at::Tensor& y, bool with_x) {
   const auto shape = check_write_operands(x, res, post, y);
   const int64_t n = shape.n, k = shape.k, d = shape.d, m = shape.m;
   check_operand(grad_out, x, {n, m, d}, "grad_out");
-  WriteGradients g{at::empty_like(x), at::empty_like(res), at::empty_like(post), at::empty_like(y)};
+  WriteGradients g{with_x ? at::empty_like(x) : at::Tensor(), at::empty_like(res),
+                   at::empty_like(post), at::empty_like(y)};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stream_write_backward", [&] {
     at::parallel_for(0, n, grain((2 * m + k + 1) * d), [&](int64_t b, int64_t e) {
       write_backward_tokens<scalar_t>(
           b, e, m, k, d, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
           res.const_data_ptr<scalar_t>(), post.const_data_ptr<scalar_t>(),
-          y.const_data_ptr<scalar_t>(), g.x.mutable_data_ptr<scalar_t>(),
+          y.const_data_ptr<scalar_t>(), with_x ? g.x.mutable_data_ptr<scalar_t>() : nullptr,
           g.res.mutable_data_ptr<scalar_t>(), g.post.mutable_data_ptr<scalar_t>(),
           g.y.mutable_data_ptr<scalar_t>());
     });

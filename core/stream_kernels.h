@@ -18,22 +18,32 @@ namespace shc::kernels {
 // sum_{j,e} X[t,j,e]^2 per token: (N, k, d) -> (N).
 at::Tensor stream_sum_of_squares(const at::Tensor& x);
 
+// Adds the rest of X's gradient from one hyper-connection to grad_x, which holds the projection's
+// part coef W on entry (one GEMM; a per-token W term would re-read W from cache for every token),
+// in one sweep:
+//   dX[t,j] += scale[t] X[t,j] + pre[t,j] du[t] + sum_i res[t,i,j] dX'[t,i]
+// x, grad_x (N, k, d), scale (N); the read part (pre (N, k), grad_u (N, d)) and the write part
+// (res (N, r, k), grad_out (N, r, d)) may each be undefined (absent).
+void stream_state_gradient(at::Tensor& grad_x, const at::Tensor& x, const at::Tensor& scale,
+                           const at::Tensor& pre, const at::Tensor& grad_u, const at::Tensor& res,
+                           const at::Tensor& grad_out);
+
 // u = H_pre X: x (N, k, d), pre (N, k) -> (N, d).
 at::Tensor stream_read(const at::Tensor& x, const at::Tensor& pre);
 
 struct ReadGradients {
-  at::Tensor x;    // (N, k, d)  dX[j] = pre[j] du
+  at::Tensor x;    // (N, k, d)  dX[j] = pre[j] du  (undefined unless with_x)
   at::Tensor pre;  // (N, k)     dpre[j] = <du, X[j]>
 };
 ReadGradients stream_read_backward(const at::Tensor& grad_u, const at::Tensor& x,
-                                   const at::Tensor& pre);
+                                   const at::Tensor& pre, bool with_x = true);
 
 // X' = H_res X + H_post y: x (N, k, d), res (N, m, k), post (N, m), y (N, d) -> (N, m, d).
 at::Tensor stream_write(const at::Tensor& x, const at::Tensor& res, const at::Tensor& post,
                         const at::Tensor& y);
 
 struct WriteGradients {
-  at::Tensor x;     // (N, k, d)  dX[j]      = sum_i res[i,j] dX'[i]
+  at::Tensor x;     // (N, k, d)  dX[j]      = sum_i res[i,j] dX'[i]  (undefined unless with_x)
   at::Tensor res;   // (N, m, k)  dres[i,j]  = <dX'[i], X[j]>
   at::Tensor post;  // (N, m)     dpost[i]   = <dX'[i], y>
   at::Tensor y;     // (N, d)     dy         = sum_i post[i] dX'[i]
@@ -41,6 +51,6 @@ struct WriteGradients {
 // One sweep over dX', X and y for all four gradients.
 WriteGradients stream_write_backward(const at::Tensor& grad_out, const at::Tensor& x,
                                      const at::Tensor& res, const at::Tensor& post,
-                                     const at::Tensor& y);
+                                     const at::Tensor& y, bool with_x = true);
 
 }  // namespace shc::kernels

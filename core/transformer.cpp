@@ -120,16 +120,29 @@ torch::Tensor SHCTransformerImpl::run_block(int64_t i, const torch::Tensor& stre
   return blocks_.at(i)->forward(StreamState(streams, u), cache, u);
 }
 
+namespace {
+
+// h = sum_j v[j] X[j] per token: the read of the fused hyper-connection with the same coefficients
+// v (k) for every token, one pass over the state (a batched matmul would first copy X transposed).
+torch::Tensor reduce_streams(const torch::Tensor& streams, const torch::Tensor& v, StreamOps ops) {
+  auto shape = streams.sizes().vec();
+  shape.pop_back();
+  return stream_read(streams, v.to(streams.scalar_type()).expand(shape), ops);
+}
+
+}  // namespace
+
 torch::Tensor SHCTransformerImpl::final_hidden(const torch::Tensor& streams) {
   torch::Tensor x;
-  if (stream_codec) {
-    // V^T (U C) = (V^T U) C for the reducer's basis V (n, 1).
+  if (stream_reducer) {
+    // The reducer's basis V (n, 1): h = V^T S, or V^T (U C) = (V^T U) C with compression.
     FullPrecisionScope full_precision;
-    auto reduce = torch::matmul(stream_reducer->basis().t(), stream_codec->basis());
-    x = torch::matmul(reduce.to(streams.scalar_type()), streams).squeeze(-2);
+    auto v = stream_reducer->basis().squeeze(-1);
+    if (stream_codec) v = torch::matmul(v, stream_codec->basis());
+    x = reduce_streams(streams, v, stream_ops_);
   } else {
-    // History has no reducer: it reads its latest state, stream 0.
-    x = stream_reducer ? stream_reducer->compress(streams).squeeze(-2) : streams.select(-2, 0);
+    // The plain residual carries one stream; history has no reducer and reads its latest state.
+    x = streams.select(-2, 0);
   }
   return final_norm(x);
 }
@@ -205,6 +218,7 @@ void SHCTransformerImpl::set_routing_observer(RoutingObserver* observer) {
 }
 
 void SHCTransformerImpl::set_fused_routing(bool fused) {
+  stream_ops_ = fused ? StreamOps::kFused : StreamOps::kComposed;
   for (auto& b : blocks_) b->set_fused_routing(fused);
 }
 

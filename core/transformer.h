@@ -110,6 +110,7 @@ class SHCTransformerImpl : public torch::nn::Module {
   void build_head();
 
   ModelConfig cfg_;
+  StreamOps stream_ops_ = StreamOps::kFused;  // set_fused_routing, for the final stream reduction
   std::vector<SHCBlock> blocks_;
   std::optional<GumbelNoiseKey> gumbel_key_;  // the selectors point here
 };

@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/fused_hyper_connection.h"
@@ -216,6 +218,76 @@ TEST(FusedRouting, CentralDifferencesMatchTheBackwardKernels) {
       {torch::randn({2, 3, n, d}, f64), torch::randn({2, 3, m, n}, f64),
        torch::randn({2, 3, m}, f64), torch::randn({2, 3, d}, f64)},
       "write (rectangular)");
+}
+
+// The fused path sums the state gradient of projection, read and write in the projection's
+// backward (StateGradientLink). Every way of taking gradients must still give the composed
+// reference's: a second backward pass over a retained graph, autograd::grad for the state alone,
+// only the read or only the write reaching the loss, and coefficients a caller substituted (which
+// must not join the link).
+TEST(FusedRouting, JoinedStateGradientEqualsReferenceInEveryBackwardOrder) {
+  auto cfg = test::small_model_config(ResidualKind::kSHC);
+  cfg.hidden_dim = 20;
+  torch::manual_seed(8);
+  HyperConnection hc(cfg, 1);
+  randomize(*hc);
+  hc->to(torch::kDouble);
+  auto s0 = torch::randn({3, 4, cfg.n_streams, cfg.hidden_dim}, torch::kDouble);
+  auto w = torch::randn_like(s0);
+  auto w_u = torch::randn({3, 4, cfg.hidden_dim}, torch::kDouble);
+  using Scenario = std::function<std::vector<torch::Tensor>(const torch::Tensor&)>;
+  // Each scenario returns the gradients it took; branch: y = tanh(u).
+  auto step = [&](const torch::Tensor& s, bool substitute_pre) {
+    auto r = hc->route(s);
+    if (substitute_pre) r.pre = r.pre.detach() * 1.5;
+    auto u = hc->read(s, r);
+    auto out = hc->write(s, torch::tanh(u), r);
+    return std::make_pair(u, out);
+  };
+  std::vector<std::pair<std::string, Scenario>> scenarios = {
+      {"two passes over a retained graph",
+       [&](const torch::Tensor& s) {
+         auto [u, out] = step(s, false);
+         auto loss = (out * w).sum();
+         loss.backward({}, /*retain_graph=*/true);
+         auto first = s.grad().clone();
+         loss.backward();
+         return std::vector<torch::Tensor>{first, s.grad().clone()};
+       }},
+      {"autograd::grad of the state alone",
+       [&](const torch::Tensor& s) {
+         auto [u, out] = step(s, false);
+         return torch::autograd::grad({(out * w).sum()}, {s});
+       }},
+      {"only the read reaches the loss",
+       [&](const torch::Tensor& s) {
+         auto [u, out] = step(s, false);
+         return torch::autograd::grad({(u * w_u).sum()}, {s});
+       }},
+      {"only the write's direct path reaches the loss",
+       [&](const torch::Tensor& s) {
+         auto r = hc->route(s);
+         auto out = hc->write(s, w_u, r);
+         return torch::autograd::grad({(out * w).sum()}, {s});
+       }},
+      {"a substituted H_pre",
+       [&](const torch::Tensor& s) {
+         auto [u, out] = step(s, true);
+         return torch::autograd::grad({(out * w).sum() + (u * w_u).sum()}, {s});
+       }},
+  };
+  for (const auto& [what, scenario] : scenarios) {
+    std::vector<std::vector<torch::Tensor>> results;
+    for (bool fused : {true, false}) {
+      hc->set_fused(fused);
+      results.push_back(scenario(s0.clone().requires_grad_(true)));
+    }
+    ASSERT_EQ(results[0].size(), results[1].size()) << what;
+    for (size_t i = 0; i < results[0].size(); ++i) {
+      EXPECT_LE((results[0][i] - results[1][i]).abs().max().item<double>(), 1e-12)
+          << what << ", gradient " << i;
+    }
+  }
 }
 
 // Observes the routing matrices of every sublayer.

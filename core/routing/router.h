@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../config.h"
+#include "../fused_hyper_connection.h"
 #include "dynamic_projection.h"
 
 namespace shc {
@@ -24,6 +25,9 @@ struct Routing {
   // history only (history_router.h, history_detach): streams 1.. (the older window entries) enter
   // the write without gradient, so the gradient reaches only the latest state.
   bool detach_history = false;
+  // Fused CPU path: read and write leave their state gradients to the projection that made this
+  // routing, which sums dS in one pass (StateGradientLink). Null on the composed path.
+  StateGradient state_gradient;
 };
 
 class RouterImpl : public torch::nn::Module {
