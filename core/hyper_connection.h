@@ -60,7 +60,10 @@ class HyperConnectionImpl : public torch::nn::Module {
   bool is_plain_residual() const { return router_ == nullptr; }
   const std::shared_ptr<RouterImpl>& router() const { return router_; }
   // Fused CPU kernels (default) or the composed reference ops.
-  void set_fused(bool fused) { fused_ = fused; }
+  void set_fused(bool fused) {
+    fused_ = fused;
+    if (router_) router_->set_ops(ops());
+  }
   bool fused() const { return fused_; }
 
  private:

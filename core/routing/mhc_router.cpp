@@ -6,21 +6,6 @@
 
 namespace shc {
 
-torch::Tensor sinkhorn_knopp(const torch::Tensor& logits, int64_t iters) {
-  // Log domain: each round subtracts the row, then the column, log-sum-exp from the log matrix,
-  // i.e. divides exp(l) by its row and column sums without ever forming exp(l) alone. A linear-
-  // domain iteration from exp(l - max) loses whole rows or columns to underflow once the logits
-  // spread over ~100 (exp(-104) = 0 in fp32) and can never bring them back; here every row and
-  // column keeps a finite log-sum, so the result stays doubly stochastic.
-  auto l = at_least_fp32(logits);
-  l = l - l.amax({-2, -1}, /*keepdim=*/true);  // keeps exp() finite when iters = 0
-  for (int64_t i = 0; i < iters; ++i) {
-    l = l - l.logsumexp(-1, /*keepdim=*/true);
-    l = l - l.logsumexp(-2, /*keepdim=*/true);
-  }
-  return l.exp();
-}
-
 namespace {
 
 // Off-diagonal logit of the initial H_res: exp(-8) ~ 3e-4, so Sinkhorn starts at ~identity.
@@ -48,7 +33,7 @@ torch::Tensor MHCRouterImpl::residual_from_coefficients(const torch::Tensor& coe
   auto shape = coefficients.sizes().vec();
   shape.back() = n_;
   shape.push_back(n_);
-  return sinkhorn_knopp(res->finish(coefficients).view(shape), iters_);
+  return sinkhorn_knopp(res->finish(coefficients).view(shape), iters_, ops());
 }
 
 Routing MHCRouterImpl::route_projected(const torch::Tensor& projected) {

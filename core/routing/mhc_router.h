@@ -1,19 +1,14 @@
 // Manifold-constrained hyper-connections (DeepSeek, "mHC", 2025):
 //   H_res  = SinkhornKnopp(exp(L(x~)))   doubly stochastic, so ||H_res||_2 <= 1
 //   H_pre  = sigmoid(.),  H_post = 2 sigmoid(.)
-// The Sinkhorn iterations are unrolled under autograd (exact gradients), in fp32.
+// The Sinkhorn iterations run in the log domain in fp32 with exact gradients (sinkhorn.h).
 #pragma once
 
 #include "dynamic_projection.h"
 #include "router.h"
+#include "sinkhorn.h"
 
 namespace shc {
-
-// Sinkhorn-Knopp on exp(logits) (..., n, n): `iters` rounds of row then column normalisation,
-// carried out in the log domain (log-sum-exp per row and column), so that logits spread over
-// hundreds still give a doubly stochastic matrix instead of underflowed rows or columns. Runs in
-// fp32 (fp64 when given fp64, for gradient checks).
-torch::Tensor sinkhorn_knopp(const torch::Tensor& logits, int64_t iters);
 
 class MHCRouterImpl : public ProjectionRouterImpl {
  public:

@@ -44,6 +44,14 @@ class RouterImpl : public torch::nn::Module {
   virtual torch::Tensor residual_coefficients(const torch::Tensor& x_tilde) = 0;
   // ... and the construction of H_res (..., n, n) from those coefficients.
   virtual torch::Tensor residual_from_coefficients(const torch::Tensor& coefficients) = 0;
+
+  // A kind's own construction as a fused CPU kernel where it has one (mHC's Sinkhorn), or the
+  // composed reference ops; HyperConnection::set_fused sets it with its own passes.
+  void set_ops(StreamOps ops) { ops_ = ops; }
+  StreamOps ops() const { return ops_; }
+
+ private:
+  StreamOps ops_ = StreamOps::kFused;
 };
 
 // The kinds whose coefficients are per-token projections of x~ (hc, mhc, shc): each lists its

@@ -1,0 +1,23 @@
+// Sinkhorn-Knopp normalisation of exp(logits) for mHC's H_res (mhc_router.h), in the log domain.
+// Two implementations with one result: the composed LibTorch ops (the reference, and what GPUs
+// run) and, on CPU in float or double, one custom autograd function over a per-token kernel. The
+// composed form costs two log-sum-exp ops per round over the whole (tokens, n, n) batch and saves
+// their intermediates; the kernel keeps each token's n x n matrix in cache for all rounds and
+// saves only the row and column weights that backward needs.
+#pragma once
+
+#include <torch/types.h>
+
+#include "../fused_hyper_connection.h"
+
+namespace shc {
+
+// `iters` rounds of row then column normalisation of exp(logits) (..., n, n), carried out in the
+// log domain (log-sum-exp per row and column), so that logits spread over hundreds still give a
+// doubly stochastic matrix instead of underflowed rows or columns. Runs in fp32 (fp64 when given
+// fp64, for gradient checks). `ops`: the fused kernel (CPU float/double; the composed ops
+// elsewhere) or the composed reference.
+torch::Tensor sinkhorn_knopp(const torch::Tensor& logits, int64_t iters,
+                             StreamOps ops = StreamOps::kFused);
+
+}  // namespace shc
