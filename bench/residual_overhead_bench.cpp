@@ -1,13 +1,18 @@
 // What the multi-stream residual costs over the plain one (issue 9's targets): forward+backward
 // tokens/s of the same model with each residual kind, with the fused hyper-connection kernels and
-// with the composed reference ops, at the shapes of the targets; and the hyper-connection alone
+// with the composed reference ops, at the shapes of the targets; the step ratio against the
+// residual with the two models taking turns (StepRatio, the figure the targets are stated in);
+// and the hyper-connection alone
 // (route + read + write, forward+backward, identity branch) in ns per token.
 //   build/bin/residual_overhead_bench --benchmark_counters_tabular=true
 // Ratios are meaningful within one run on an otherwise idle machine.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <chrono>
 #include <string>
+#include <vector>
 
 #include "core/transformer.h"
 
@@ -55,6 +60,52 @@ void ModelStep(benchmark::State& state) {
       benchmark::Counter(double(s.batch * s.seq) * state.iterations(), benchmark::Counter::kIsRate);
 }
 
+// The ratio the targets are stated in, measured so that machine drift cancels: the residual model
+// and the model of `kind` (fused) take turns, one training step each (which goes first alternates),
+// and the counters are the medians over the pairs of each one's time and of their ratio.
+// Arguments: shape index, kind index.
+void StepRatio(benchmark::State& state) {
+  torch::set_num_threads(2);
+  auto s = shape(int(state.range(0)));
+  auto make = [&](shc::ResidualKind kind) {
+    auto cfg = s.cfg;
+    cfg.residual = kind;
+    torch::manual_seed(0);
+    return shc::SHCTransformer(cfg);
+  };
+  auto residual = make(shc::ResidualKind::kResidual);
+  auto other = make(kKinds[state.range(1)]);
+  auto ids = torch::randint(0, s.cfg.vocab_size, {s.batch, s.seq});
+  auto timed_step = [&](shc::SHCTransformer& model) {
+    const auto start = std::chrono::steady_clock::now();
+    model->zero_grad();
+    model->forward(ids, ids).backward();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  timed_step(residual);  // warm-up: first-touch allocations
+  timed_step(other);
+  std::vector<double> base, kind, ratio;
+  for (auto _ : state) {
+    const bool residual_first = base.size() % 2 == 0;
+    const double a = residual_first ? timed_step(residual) : 0;
+    const double b = timed_step(other);
+    const double r = residual_first ? a : timed_step(residual);
+    base.push_back(r);
+    kind.push_back(b);
+    ratio.push_back(b / r);
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const double tokens = double(s.batch * s.seq);
+  state.SetLabel(std::string(s.name) + " " + shc::to_string(kKinds[state.range(1)]) +
+                 " / residual");
+  state.counters["ratio"] = median(ratio);
+  state.counters["residual_tok_s"] = tokens / median(base);
+  state.counters["kind_tok_s"] = tokens / median(kind);
+}
+
 // Arguments: kind index (hc, mhc, shc), n, d, fused (0/1), tokens.
 void HyperConnectionStep(benchmark::State& state) {
   torch::set_num_threads(2);
@@ -90,6 +141,8 @@ BENCHMARK(ModelStep)
     ->Unit(benchmark::kMillisecond)
     ->MinTime(2.0)
     ->UseRealTime();
+BENCHMARK(StepRatio)->Args({0, 1})->Args({0, 2})->Args({0, 3})->Iterations(21)->UseRealTime();
+BENCHMARK(StepRatio)->Args({1, 1})->Args({1, 2})->Args({1, 3})->Iterations(7)->UseRealTime();
 BENCHMARK(HyperConnectionStep)
     ->ArgsProduct({{1, 2, 3}, {4}, {1024}, {1, 0}, {1024}})
     ->ArgsProduct({{3}, {4}, {128}, {1, 0}, {2048}})

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "../precision.h"
@@ -28,22 +29,34 @@ torch::Tensor composed_sinkhorn(const torch::Tensor& logits, int64_t iters) {
   return l.exp();
 }
 
-// One normalisation step of an n x n log matrix l, along rows (stride 1 within a line, lines n
-// apart) or columns (stride n, lines 1 apart): l -= logsumexp(line), and weights = softmax(line)
-// (the step's Jacobian needs only these). logsumexp = m + log(sum exp(l - m)), as LibTorch forms
-// it.
+// One normalisation step of a token's n x n matrix along rows (stride 1 within a line, lines n
+// apart) or columns (stride n, lines 1 apart): l -= logsumexp(line) on the log matrix l, and
+// p = exp(l) = softmax(line), which is also the step's weights for backward. The log-sum-exp comes
+// from p, the previous step's softmax, at the cost of one log per line: log(sum p). Only where a
+// whole line of p has fallen below sqrt(smallest normal) (logits spread over ~80 in fp32), so that
+// its sum would lose precision or underflow, is it formed from l in the stable way,
+// m + log(sum exp(l - m)); l is exact either way, so no row or column is ever lost.
 template <typename T>
-void normalise(T* l, T* weights, int64_t n, int64_t stride, int64_t line_step, T* e) {
+void normalise(T* l, T* p, int64_t n, int64_t stride, int64_t line_step, T* e) {
+  const T safe = std::sqrt(std::numeric_limits<T>::min());
   for (int64_t a = 0; a < n; ++a) {
     T* line = l + a * line_step;
-    T m = line[0];
-    for (int64_t b = 1; b < n; ++b) m = std::max(m, line[b * stride]);
-    T sum = 0;
-    for (int64_t b = 0; b < n; ++b) sum += (e[b] = std::exp(line[b * stride] - m));
-    const T lse = m + std::log(sum);
+    T* prob = p + a * line_step;
+    T largest = prob[0];
+    for (int64_t b = 1; b < n; ++b) largest = std::max(largest, prob[b * stride]);
+    T sum = 0, lse;
+    if (largest >= safe) {
+      for (int64_t b = 0; b < n; ++b) sum += (e[b] = prob[b * stride]);
+      lse = std::log(sum);
+    } else {
+      T m = line[0];
+      for (int64_t b = 1; b < n; ++b) m = std::max(m, line[b * stride]);
+      for (int64_t b = 0; b < n; ++b) sum += (e[b] = std::exp(line[b * stride] - m));
+      lse = m + std::log(sum);
+    }
     for (int64_t b = 0; b < n; ++b) {
       line[b * stride] -= lse;
-      weights[a * line_step + b * stride] = e[b] / sum;
+      prob[b * stride] = e[b] / sum;
     }
   }
 }
@@ -53,18 +66,22 @@ template <typename T>
 void sinkhorn_tokens(int64_t begin, int64_t end, int64_t n, int64_t iters, const T* logits, T* out,
                      T* weights) {
   const int64_t nn = n * n;
-  std::vector<T> e(n);
+  std::vector<T> l(nn), e(n);
   for (int64_t t = begin; t < end; ++t) {
-    T* l = out + t * nn;  // the log matrix lives in the output until the final exp
+    T* p = out + t * nn;  // exp(l), kept up to date by every step
     const T* in = logits + t * nn;
     const T max = *std::max_element(in, in + nn);
-    for (int64_t i = 0; i < nn; ++i) l[i] = in[i] - max;
+    for (int64_t i = 0; i < nn; ++i) {
+      l[i] = in[i] - max;
+      p[i] = std::exp(l[i]);
+    }
     T* w = weights + t * 2 * iters * nn;
     for (int64_t r = 0; r < iters; ++r) {
-      normalise(l, w + (2 * r) * nn, n, 1, n, e.data());
-      normalise(l, w + (2 * r + 1) * nn, n, n, 1, e.data());
+      normalise(l.data(), p, n, 1, n, e.data());
+      std::copy(p, p + nn, w + (2 * r) * nn);
+      normalise(l.data(), p, n, n, 1, e.data());
+      std::copy(p, p + nn, w + (2 * r + 1) * nn);
     }
-    for (int64_t i = 0; i < nn; ++i) l[i] = std::exp(l[i]);
   }
 }
 
