@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/transformer.h"
+#include "jobs/host_memory.h"
 
 namespace {
 
@@ -152,4 +153,11 @@ BENCHMARK(HyperConnectionStep)
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  shc::keep_freed_host_memory();  // as `shc` runs (jobs/host_memory.h)
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
