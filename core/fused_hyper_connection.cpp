@@ -33,7 +33,10 @@ std::vector<int64_t> token_shape(const torch::Tensor& x, std::vector<int64_t> tr
 // (see the header). Autograd runs one backward pass on one thread at a time for these nodes, in
 // the order the graph imposes, so no lock is needed.
 struct StateGradientLink {
-  torch::Tensor x;                                  // the state the projection read, (..., k, d)
+  // The state the projection read, by identity only: while the projection's node lives it holds
+  // that tensor (saved for backward), so the address cannot be reused by another tensor; the link
+  // itself keeps nothing alive.
+  const c10::TensorImpl* state = nullptr;
   std::weak_ptr<torch::autograd::Node> projection;  // its backward node (weak: the node holds us)
   bool spent = false;           // the projection's backward has run: later parts go to autograd
   torch::Tensor pre, grad_u;    // read:  dX[j] += pre[j] du               (N, k), (N, d)
@@ -175,7 +178,7 @@ torch::Tensor stream_projection(const torch::Tensor& x, const torch::Tensor& wei
     StateGradient made;
     if (link && x.requires_grad()) {
       made = std::make_shared<StateGradientLink>();
-      made->x = x;
+      made->state = x.unsafeGetTensorImpl();
       *link = made;
     }
     auto raw = StreamProjection::apply(x, weight, count, eps, made);
@@ -210,7 +213,10 @@ bool reaches(const torch::Tensor& t, const torch::autograd::Node* target) {
 // the projection's output.
 StateGradient joined(const StateGradient& link, const torch::Tensor& x,
                      const torch::Tensor& coefficients) {
-  return link && link->x.is_same(x) && reaches(coefficients, link->projection.lock().get())
+  if (!link) return nullptr;
+  const auto projection = link->projection.lock();  // alive: so is the state it saved
+  return projection && link->state == x.unsafeGetTensorImpl() &&
+                 reaches(coefficients, projection.get())
              ? link
              : nullptr;
 }
