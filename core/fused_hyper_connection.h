@@ -1,9 +1,9 @@
 // The hyper-connection's passes over the residual state as autograd functions over hand-written
 // CPU kernels (stream_kernels.h). A chain of LibTorch ops would sweep the n*d state once per op and
 // save n*d intermediates for backward (x~ = RMSNorm(vec S), the broadcast products); each function
-// here sweeps the state once forward and once backward and saves only its inputs and per-token
-// scalars. HyperConnection (hyper_connection.h) uses them on CPU; the composed ops remain the
-// reference path (tests, GPUs).
+// here sweeps the state once forward and saves only its inputs and per-token scalars, and the
+// three write one gradient of the state between them (StateGradientLink). HyperConnection
+// (hyper_connection.h) uses them on CPU; the composed ops remain the reference path (tests, GPUs).
 // X is the state as the hyper-connection receives it, (..., k, d): the streams S (k = n) or, with
 // stream compression, their coordinates C = U^T S (k = r) — see StreamState.
 #pragma once

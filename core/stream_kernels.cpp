@@ -6,12 +6,11 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <vector>
 
 // Each token-range function is compiled three times and picked once at load time by the CPU's
-// features (GCC function multiversioning); the loops are written so that the compiler vectorises
-// them over d without reassociating floating-point sums (fixed lane accumulators), so results do
-// not depend on the thread count.
+// features (GCC function multiversioning). The loops work on 64-byte vectors of d (GCC vector
+// types) and sum every output in a fixed order that does not depend on how tokens are split
+// between threads, so results do not depend on the thread count.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SHC_VECTORISED __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
