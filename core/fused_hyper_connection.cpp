@@ -5,6 +5,7 @@
 #include "stream_kernels.h"
 
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace shc {
@@ -33,22 +34,37 @@ std::vector<int64_t> token_shape(const torch::Tensor& x, std::vector<int64_t> tr
 // (see the header). Autograd runs one backward pass on one thread at a time for these nodes, in
 // the order the graph imposes, so no lock is needed.
 struct StateGradientLink {
+  // What read and write leave for the projection's backward (undefined: not left).
+  struct Parts {
+    torch::Tensor pre, grad_u;    // read:  dX[j] += pre[j] du               (N, k), (N, d)
+    torch::Tensor res, grad_out;  // write: dX[j] += sum_i res[i,j] dX'[i]   (N, r, k), (N, r, d)
+  };
+
   // The state the projection read, by identity only: while the projection's node lives it holds
   // that tensor (saved for backward), so the address cannot be reused by another tensor; the link
   // itself keeps nothing alive.
   const c10::TensorImpl* state = nullptr;
   std::weak_ptr<torch::autograd::Node> projection;  // its backward node (weak: the node holds us)
-  bool spent = false;           // the projection's backward has run: later parts go to autograd
-  torch::Tensor pre, grad_u;    // read:  dX[j] += pre[j] du               (N, k), (N, d)
-  torch::Tensor res, grad_out;  // write: dX[j] += sum_i res[i,j] dX'[i]   (N, r, k), (N, r, d)
+  bool spent = false;  // the projection's backward has run: later parts go to autograd
+  Parts left;
 
-  // Leaves a part unless the projection's backward already ran; false: the caller returns it.
-  bool leave(torch::Tensor& coef_slot, torch::Tensor& grad_slot, torch::Tensor coef,
-             torch::Tensor grad) {
+  // Leave a part unless the projection's backward already ran; false: the caller returns it.
+  bool leave_read(torch::Tensor pre, torch::Tensor grad_u) {
     if (spent) return false;
-    coef_slot = std::move(coef);
-    grad_slot = std::move(grad);
+    left.pre = std::move(pre);
+    left.grad_u = std::move(grad_u);
     return true;
+  }
+  bool leave_write(torch::Tensor res, torch::Tensor grad_out) {
+    if (spent) return false;
+    left.res = std::move(res);
+    left.grad_out = std::move(grad_out);
+    return true;
+  }
+  // The parts left so far, once: the link is spent afterwards.
+  Parts take() {
+    spent = true;
+    return std::exchange(left, Parts{});
   }
 };
 
@@ -95,14 +111,8 @@ struct StreamProjection : torch::autograd::Function<StreamProjection> {
     auto g = grads[0].reshape({flat.size(0), -1});
     auto coef = (g * inv_rms.unsqueeze(1)).contiguous();
     // Whatever read and write left joins this pass; anything later goes through autograd.
-    StateGradientLink parts;
-    if (auto link = saved_link(ctx)) {
-      std::swap(parts.pre, link->pre);
-      std::swap(parts.grad_u, link->grad_u);
-      std::swap(parts.res, link->res);
-      std::swap(parts.grad_out, link->grad_out);
-      link->spent = true;
-    }
+    StateGradientLink::Parts parts;
+    if (auto link = saved_link(ctx)) parts = link->take();
     torch::Tensor grad_x, grad_w;
     if (ctx->needs_input_grad(0)) {
       // d inv_rms / dX = -inv_rms^3 X / count.
@@ -130,8 +140,7 @@ struct StreamRead : torch::autograd::Function<StreamRead> {
     const auto &x = saved[0], &pre = saved[1];
     auto pre2 = tokens(pre, 1), grad_u = tokens(grads[0], 1);
     auto link = saved_link(ctx);
-    const bool left =
-        link && ctx->needs_input_grad(0) && link->leave(link->pre, link->grad_u, pre2, grad_u);
+    const bool left = link && ctx->needs_input_grad(0) && link->leave_read(pre2, grad_u);
     auto g = kernels::stream_read_backward(grad_u, tokens(x, 2), pre2, /*with_x=*/!left);
     return {left ? torch::Tensor() : g.x.view(x.sizes()), g.pre.view(pre.sizes()), torch::Tensor()};
   }
@@ -152,8 +161,7 @@ struct StreamWrite : torch::autograd::Function<StreamWrite> {
     const auto &x = saved[0], &res = saved[1], &post = saved[2], &y = saved[3];
     auto res3 = tokens(res, 2), grad_out = tokens(grads[0], 2);
     auto link = saved_link(ctx);
-    const bool left =
-        link && ctx->needs_input_grad(0) && link->leave(link->res, link->grad_out, res3, grad_out);
+    const bool left = link && ctx->needs_input_grad(0) && link->leave_write(res3, grad_out);
     auto g = kernels::stream_write_backward(grad_out, tokens(x, 2), res3, tokens(post, 1),
                                             tokens(y, 1), /*with_x=*/!left);
     return {left ? torch::Tensor() : g.x.view(x.sizes()), g.res.view(res.sizes()),

@@ -22,10 +22,6 @@ HyperConnectionImpl::HyperConnectionImpl(const ModelConfig& cfg, int64_t depth)
   if (router_) register_module("router", router_);
 }
 
-StreamOps HyperConnectionImpl::ops() const {
-  return fused_ ? StreamOps::kFused : StreamOps::kComposed;
-}
-
 Routing apply_stream_mask(Routing r, const torch::Tensor& mask) {
   const auto n = mask.size(-1);
   auto outer = mask.unsqueeze(-1) * mask.unsqueeze(-2);

@@ -59,20 +59,18 @@ class HyperConnectionImpl : public torch::nn::Module {
 
   bool is_plain_residual() const { return router_ == nullptr; }
   const std::shared_ptr<RouterImpl>& router() const { return router_; }
-  // Fused CPU kernels (default) or the composed reference ops.
+  // Fused CPU kernels (default) or the composed reference ops, for the passes here and for the
+  // router's own construction; the router holds the choice (the plain residual has none to make).
   void set_fused(bool fused) {
-    fused_ = fused;
-    if (router_) router_->set_ops(ops());
+    if (router_) router_->set_ops(fused ? StreamOps::kFused : StreamOps::kComposed);
   }
-  bool fused() const { return fused_; }
 
  private:
-  StreamOps ops() const;
+  StreamOps ops() const { return router_->ops(); }  // called only where there is a router
 
   std::shared_ptr<RouterImpl> router_;
   int64_t n_, d_;
   double eps_;
-  bool fused_ = true;
 };
 TORCH_MODULE(HyperConnection);
 

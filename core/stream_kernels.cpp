@@ -65,42 +65,41 @@ SHC_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
   return sum;
 }
 
-// out[b] = <a, rows[b * stride]> for four rows in one sweep over a (four independent accumulators:
-// the sums are those of dot(), bit for bit).
+// out[b] = <a, rows + b * d> for four consecutive rows in one sweep over a (four independent
+// accumulators: the sums are those of dot(), bit for bit).
 template <typename T>
-SHC_INLINE void dot4(const T* __restrict a, const T* __restrict rows, int64_t stride, int64_t d,
-                     T* out, int64_t out_stride) {
+SHC_INLINE void dot4(const T* __restrict a, const T* __restrict rows, int64_t d, T* out) {
   Vec<T> lanes[4] = {};
   int64_t e = 0;
   for (; e + kLanes<T> <= d; e += kLanes<T>) {
     const Vec<T> av = load(a + e);
-    for (int64_t b = 0; b < 4; ++b) lanes[b] += av * load(rows + b * stride + e);
+    for (int64_t b = 0; b < 4; ++b) lanes[b] += av * load(rows + b * d + e);
   }
   for (int64_t b = 0; b < 4; ++b) {
     T sum = 0;
-    for (int64_t f = e; f < d; ++f) sum += a[f] * rows[b * stride + f];
+    for (int64_t f = e; f < d; ++f) sum += a[f] * rows[b * d + f];
     for (int64_t l = 0; l < kLanes<T>; ++l) sum += lanes[b][l];
-    out[b * out_stride] = sum;
+    out[b] = sum;
   }
 }
 
-// out[e] = lead_c lead[e] + sum_{q < count} c[q * c_stride] rows[q * row_stride + e], summed in
-// that order (lead may be null): every output of the stream kernels is such a combination of the
-// token's rows.
+// out[e] = lead_c lead[e] + sum_{q < count} c[q * c_stride] rows[q * d + e], summed in that order
+// (lead may be null): every output of the stream kernels is such a combination of the token's
+// rows of d values.
 template <typename T>
 SHC_INLINE void combine(T* __restrict out, int64_t d, T lead_c, const T* __restrict lead,
                         int64_t count, const T* __restrict c, int64_t c_stride,
-                        const T* __restrict rows, int64_t row_stride) {
+                        const T* __restrict rows) {
   int64_t e = 0;
   for (; e + kLanes<T> <= d; e += kLanes<T>) {
     Vec<T> acc = {};
     if (lead) acc = lead_c * load(lead + e);
-    for (int64_t q = 0; q < count; ++q) acc += c[q * c_stride] * load(rows + q * row_stride + e);
+    for (int64_t q = 0; q < count; ++q) acc += c[q * c_stride] * load(rows + q * d + e);
     store(out + e, acc);
   }
   for (; e < d; ++e) {
     T acc = lead ? lead_c * lead[e] : T(0);
-    for (int64_t q = 0; q < count; ++q) acc += c[q * c_stride] * rows[q * row_stride + e];
+    for (int64_t q = 0; q < count; ++q) acc += c[q * c_stride] * rows[q * d + e];
     out[e] = acc;
   }
 }
@@ -148,8 +147,7 @@ template <typename T>
 SHC_VECTORISED void read_tokens(int64_t begin, int64_t end, int64_t k, int64_t d, const T* x,
                                 const T* pre, T* u) {
   for (int64_t t = begin; t < end; ++t) {
-    combine(u + t * d, d, T(0), static_cast<const T*>(nullptr), k, pre + t * k, 1, x + t * k * d,
-            d);
+    combine(u + t * d, d, T(0), static_cast<const T*>(nullptr), k, pre + t * k, 1, x + t * k * d);
   }
 }
 
@@ -160,7 +158,7 @@ SHC_VECTORISED void read_backward_tokens(int64_t begin, int64_t end, int64_t k, 
     const T* dut = du + t * d;
     for (int64_t j = 0; j < k; ++j) {
       const int64_t row = (t * k + j) * d;
-      if (dx) combine(dx + row, d, pre[t * k + j], dut, 0, dut, 0, dut, 0);
+      if (dx) combine(dx + row, d, pre[t * k + j], dut, 0, dut, 0, dut);  // pre[j] du
       dpre[t * k + j] = dot(dut, x + row, d);
     }
   }
@@ -172,7 +170,7 @@ SHC_VECTORISED void write_tokens(int64_t begin, int64_t end, int64_t m, int64_t 
   for (int64_t t = begin; t < end; ++t) {
     for (int64_t i = 0; i < m; ++i) {
       combine(out + (t * m + i) * d, d, post[t * m + i], y + t * d, k, res + (t * m + i) * k, 1,
-              x + t * k * d, d);
+              x + t * k * d);
     }
   }
 }
@@ -190,14 +188,14 @@ SHC_VECTORISED void write_backward_tokens(int64_t begin, int64_t end, int64_t m,
     // The token's m + k + 1 rows (a few KB) stay in cache across the loops below, so memory sees
     // one read of dX', X, y and one write of dX, dy per token.
     for (int64_t j = 0; dx && j < k; ++j) {
-      combine(dx + (t * k + j) * d, d, T(0), static_cast<const T*>(nullptr), m, r + j, k, gt, d);
+      combine(dx + (t * k + j) * d, d, T(0), static_cast<const T*>(nullptr), m, r + j, k, gt);
     }
-    combine(dy + t * d, d, T(0), static_cast<const T*>(nullptr), m, post + t * m, 1, gt, d);
+    combine(dy + t * d, d, T(0), static_cast<const T*>(nullptr), m, post + t * m, 1, gt);
     for (int64_t i = 0; i < m; ++i) {
       const T* gi = gt + i * d;
       T* dr = dres + (t * m + i) * k;
       int64_t j = 0;
-      for (; j + 4 <= k; j += 4) dot4(gi, xt + j * d, d, d, dr + j, 1);
+      for (; j + 4 <= k; j += 4) dot4(gi, xt + j * d, d, dr + j);
       for (; j < k; ++j) dr[j] = dot(gi, xt + j * d, d);
       dpost[t * m + i] = dot(gi, yt, d);
     }

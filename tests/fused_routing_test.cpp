@@ -27,6 +27,12 @@ void randomize(torch::nn::Module& m, double scale = 0.2) {
   for (auto& p : m.parameters()) p.normal_(0, scale);
 }
 
+// randomize, then the whole module in `dtype`.
+void randomize(torch::nn::Module& m, torch::Dtype dtype, double scale = 0.2) {
+  randomize(m, scale);
+  m.to(dtype);
+}
+
 struct Result {
   torch::Tensor output;
   std::vector<torch::Tensor> grads;  // input state, then every parameter in order
@@ -100,15 +106,13 @@ void check_block_equality(torch::Dtype dtype, double tol) {
     cfg.stream_rank = c.stream_rank;
     torch::manual_seed(3);
     SHCBlock block(cfg, /*layer=*/1);
-    randomize(*block);
-    block->to(dtype);
+    randomize(*block, dtype);
     const int64_t k = cfg.compressed_streams() ? c.stream_rank : c.n;
     auto coords = torch::randn({2, 5, k, cfg.hidden_dim}, dtype);
     torch::Tensor basis;
     if (cfg.compressed_streams()) {
       FactorizedKVCache codec(c.n, cfg.hidden_dim, c.stream_rank);
-      randomize(*codec, 0.5);
-      codec->to(dtype);
+      randomize(*codec, dtype, 0.5);
       torch::NoGradGuard no_grad;
       basis = codec->basis();
     }
@@ -136,8 +140,7 @@ TEST(FusedRouting, CompressedModelEqualsReference) {
   cfg.stream_offsets = true;
   torch::manual_seed(5);
   SHCTransformer model(cfg);
-  randomize(*model, 0.1);
-  model->to(torch::kDouble);
+  randomize(*model, torch::kDouble, 0.1);
   auto ids = torch::randint(0, cfg.vocab_size, {2, 9});
   auto run = [&](bool fused) {
     model->set_fused_routing(fused);
@@ -162,11 +165,9 @@ TEST(FusedRouting, FoldedBasisEqualsExplicitDecompression) {
   cfg.stream_rank = 2;
   torch::manual_seed(4);
   SHCBlock block(cfg, 0);
-  randomize(*block);
-  block->to(torch::kDouble);
+  randomize(*block, torch::kDouble);
   FactorizedKVCache codec(cfg.n_streams, cfg.hidden_dim, 2);
-  randomize(*codec, 0.5);
-  codec->to(torch::kDouble);
+  randomize(*codec, torch::kDouble, 0.5);
   auto u = codec->basis().detach();
   auto c = torch::randn({2, 6, 2, cfg.hidden_dim}, torch::kDouble);
   for (bool fused : {true, false}) {
@@ -230,8 +231,7 @@ TEST(FusedRouting, JoinedStateGradientEqualsReferenceInEveryBackwardOrder) {
   cfg.hidden_dim = 20;
   torch::manual_seed(8);
   HyperConnection hc(cfg, 1);
-  randomize(*hc);
-  hc->to(torch::kDouble);
+  randomize(*hc, torch::kDouble);
   auto s0 = torch::randn({3, 4, cfg.n_streams, cfg.hidden_dim}, torch::kDouble);
   auto w = torch::randn_like(s0);
   auto w_u = torch::randn({3, 4, cfg.hidden_dim}, torch::kDouble);

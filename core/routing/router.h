@@ -45,8 +45,9 @@ class RouterImpl : public torch::nn::Module {
   // ... and the construction of H_res (..., n, n) from those coefficients.
   virtual torch::Tensor residual_from_coefficients(const torch::Tensor& coefficients) = 0;
 
-  // A kind's own construction as a fused CPU kernel where it has one (mHC's Sinkhorn), or the
-  // composed reference ops; HyperConnection::set_fused sets it with its own passes.
+  // The fused CPU kernels or the composed reference ops, for the hyper-connection's passes over
+  // the state and for a kind's own construction where it has a kernel (mHC's Sinkhorn); set by
+  // HyperConnection::set_fused.
   void set_ops(StreamOps ops) { ops_ = ops; }
   StreamOps ops() const { return ops_; }
 
