@@ -32,21 +32,7 @@ RankSelection AdaptiveRankSelectorImpl::forward(const torch::Tensor& x) {
   auto l = logits(x);
   torch::Tensor one_hot;
   if (is_training()) {
-    torch::Tensor u;
-    if (noise_key_) {
-      TORCH_CHECK(l.dim() == 3 && l.size(0) == noise_key_->sequence_index.size(0),
-                  "AdaptiveRankSelector: keyed noise needs (batch, T, features) input with one "
-                  "sequence index per row; got ",
-                  l.sizes(), " for ", noise_key_->sequence_index.size(0), " sequence indices");
-      auto host = keyed_uniform(*noise_key_, layer_, l.size(1), l.size(2));
-      // On a GPU from pinned memory without blocking the host (a pageable copy would wait for
-      // the stream to drain, in every selector of every forward and recompute).
-      u = l.is_cuda() ? host.pin_memory().to(l.device(), l.scalar_type(), /*non_blocking=*/true)
-                      : host.to(l.options());
-    } else {
-      u = torch::rand_like(l);
-    }
-    u = u.clamp(1e-10, 1.0 - 1e-7);
+    auto u = gumbel_uniform(noise_key_, layer_, l.sizes(), l.options(), "AdaptiveRankSelector");
     auto soft = torch::softmax((l - torch::log(-torch::log(u))) / tau_, -1);
     auto hard = torch::zeros_like(soft).scatter_(-1, soft.argmax(-1, true), 1.0);
     one_hot = hard - soft.detach() + soft;

@@ -3,6 +3,7 @@
 #include "splitmix.h"
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/rand.h>
 #include <c10/util/Exception.h>
 
 namespace shc {
@@ -36,6 +37,25 @@ at::Tensor keyed_uniform(const GumbelNoiseKey& key, std::int64_t layer, std::int
     }
   }
   return out;
+}
+
+at::Tensor gumbel_uniform(const GumbelNoiseKey* key, std::int64_t layer, at::IntArrayRef shape,
+                          const at::TensorOptions& options, const char* who) {
+  at::Tensor u;
+  if (key) {
+    TORCH_CHECK(shape.size() == 3 && shape[0] == key->sequence_index.size(0), who,
+                ": keyed Gumbel noise needs (batch, T, features) input with one sequence index per "
+                "row; got ",
+                shape, " for ", key->sequence_index.size(0), " sequence indices");
+    auto host = keyed_uniform(*key, layer, shape[1], shape[2]);
+    u = options.device().is_cuda()
+            ? host.pin_memory().to(options.device(), options.dtype().toScalarType(),
+                                   /*non_blocking=*/true)
+            : host.to(options);
+  } else {
+    u = at::rand(shape, options);
+  }
+  return u.clamp(1e-10, 1.0 - 1e-7);
 }
 
 }  // namespace shc

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/TensorOptions.h>
 
 #include <cstdint>
 
@@ -24,5 +25,13 @@ struct GumbelNoiseKey {
 // by (seed, step, sequence_index[b], layer, t, j). float64 on the CPU; callers move and cast.
 at::Tensor keyed_uniform(const GumbelNoiseKey& key, std::int64_t layer, std::int64_t tokens,
                          std::int64_t choices);
+
+// The uniform draws of Gumbel noise -log(-log u), clamped to [1e-10, 1 - 1e-7] so that both logs
+// stay finite: shape (batch, T, choices) with `options`. Keyed by `key` for `layer` when given
+// (one sequence index per row, checked; `who` names the caller in the error), else from the
+// default generator. On a GPU the keyed draws travel from pinned memory without blocking the host
+// (a pageable copy would wait for the stream to drain, in every forward and recompute).
+at::Tensor gumbel_uniform(const GumbelNoiseKey* key, std::int64_t layer, at::IntArrayRef shape,
+                          const at::TensorOptions& options, const char* who);
 
 }  // namespace shc

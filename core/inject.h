@@ -79,8 +79,6 @@ class InjectedModuleImpl : public torch::nn::Module {
   // x (..., d) -> (..., d): see the header comment.
   torch::Tensor forward(const torch::Tensor& x, LayerKVCache* cache = nullptr);
 
-  int64_t position() const { return position_; }
-
   std::shared_ptr<torch::nn::Module> module;  // the original, with its parameters
   HyperConnectionBranch connection{nullptr};  // the routing around it
 

@@ -4,7 +4,6 @@
 
 #include "inject.h"
 #include "precision.h"
-#include "routing/history_router.h"
 #include "unit_seed.h"
 
 #include <cmath>
@@ -235,9 +234,8 @@ void SHCTransformerImpl::set_gumbel_noise(std::optional<GumbelNoiseKey> key) {
       b->rank_selector->set_noise_key(gumbel_key_ ? &*gumbel_key_ : nullptr, b->layer());
     }
     for (const auto& hc : {b->attn_hc, b->ffn_hc}) {
-      if (auto* h = dynamic_cast<HistoryRouterImpl*>(hc->router().get())) {
-        h->set_noise_key(gumbel_key_ ? &*gumbel_key_ : nullptr);
-      }
+      if (const auto& router = hc->router())
+        router->set_noise_key(gumbel_key_ ? &*gumbel_key_ : nullptr);
     }
   }
 }

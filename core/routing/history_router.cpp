@@ -40,19 +40,9 @@ torch::Tensor HistoryRouterImpl::gumbel_mix(const torch::Tensor& a,
                                             const torch::Tensor& tokens) const {
   auto lead = tokens.sizes().vec();
   lead.back() = h_;
-  torch::Tensor u;
-  if (noise_key_) {
-    TORCH_CHECK(tokens.dim() == 3 && tokens.size(0) == noise_key_->sequence_index.size(0),
-                "history: keyed Gumbel noise needs (batch, T, features) input with one sequence "
-                "index per row; got ",
-                tokens.sizes(), " for ", noise_key_->sequence_index.size(0), " sequence indices");
-    auto host = keyed_uniform(*noise_key_, depth_ + kHistoryNoiseLayerOffset, lead[1], h_);
-    u = a.is_cuda() ? host.pin_memory().to(a.device(), a.scalar_type(), /*non_blocking=*/true)
-                    : host.to(a.options());
-  } else {
-    u = torch::rand(lead, a.options());
-  }
-  auto g = -torch::log(-torch::log(u.clamp(1e-10, 1.0 - 1e-7)));
+  auto u =
+      gumbel_uniform(noise_key_, depth_ + kHistoryNoiseLayerOffset, lead, a.options(), "history");
+  auto g = -torch::log(-torch::log(u));
   // Entries the projection pruned (a = 0) stay exactly 0; the clamp keeps log finite there so
   // that the backward never multiplies 0 by infinity.
   auto logits = (torch::log(a.clamp_min(1e-30)) + g) / tau_;

@@ -49,9 +49,7 @@ class HistoryRouterImpl : public RouterImpl {
   // Training draws the Gumbel noise from `key` (gumbel_noise.h; the state must then be
   // (batch, T, ...) with one key row per batch row); null: from the default generator. `key` must
   // outlive its use.
-  void set_noise_key(const GumbelNoiseKey* key) { noise_key_ = key; }
-
-  int64_t window() const { return h_; }
+  void set_noise_key(const GumbelNoiseKey* key) override { noise_key_ = key; }
 
   torch::Tensor window_logits;  // (H) w, starts at the initial weights (on the simplex)
 

@@ -12,6 +12,7 @@
 
 #include "../config.h"
 #include "../fused_hyper_connection.h"
+#include "../gumbel_noise.h"
 #include "dynamic_projection.h"
 
 namespace shc {
@@ -44,6 +45,10 @@ class RouterImpl : public torch::nn::Module {
   virtual torch::Tensor residual_coefficients(const torch::Tensor& x_tilde) = 0;
   // ... and the construction of H_res (..., n, n) from those coefficients.
   virtual torch::Tensor residual_from_coefficients(const torch::Tensor& coefficients) = 0;
+
+  // Keys the Gumbel noise of a kind that draws any (history's mixing; gumbel_noise.h) for the
+  // next forwards; nullptr goes back to the default generator. The others draw none.
+  virtual void set_noise_key(const GumbelNoiseKey* /*key*/) {}
 
   // The fused CPU kernels or the composed reference ops, for the hyper-connection's passes over
   // the state and for a kind's own construction where it has a kernel (mHC's Sinkhorn); set by
