@@ -64,9 +64,8 @@ class DistillJob : public Job {
     const TrainerOptions options = trainer_options_from(vm);
     const std::string teacher_path = vm["distill.teacher"].as<std::string>();
     // Every rank distils from the checkpoint rank 0 resolved (the teacher's run may still write).
-    const StoredModel stored = read_stored_model(
-        agreed_list([&] { return std::vector{resolve_stored_model_path(teacher_path)}; },
-                    parallel::Runtime::instance())[0]);
+    const StoredModel stored =
+        read_agreed_stored_model(teacher_path, parallel::Runtime::instance());
     SHCTransformer teacher = load_transformer(stored);
     teacher->to(parallel::Runtime::instance().device());
     teacher->eval();

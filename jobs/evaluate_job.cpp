@@ -64,8 +64,7 @@ class EvaluateJob : public Job {
       throw std::invalid_argument("nothing to evaluate: give --data.val and/or --benchmarks");
     }
     // Every rank evaluates the checkpoint rank 0 resolved (a run may still be writing new ones).
-    const StoredModel stored = read_stored_model(
-        agreed_list([&] { return std::vector{resolve_stored_model_path(path)}; }, runtime)[0]);
+    const StoredModel stored = read_agreed_stored_model(path, runtime);
     const auto model = load_model(stored);
     json results = {{"checkpoint", path},
                     {"model_family", stored.family},

@@ -1,5 +1,7 @@
 #include "jobs/job_helpers.h"
 
+#include "jobs/model_files.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -37,6 +39,11 @@ std::vector<std::string> agreed_list(const std::function<std::vector<std::string
   std::stringstream s(joined);
   for (std::string item; std::getline(s, item, '\n');) items.push_back(item);
   return items;
+}
+
+StoredModel read_agreed_stored_model(const std::string& path, parallel::Runtime& runtime) {
+  return read_stored_model(
+      agreed_list([&] { return std::vector{resolve_stored_model_path(path)}; }, runtime)[0]);
 }
 
 std::vector<std::string> split_list(const std::string& comma_separated) {

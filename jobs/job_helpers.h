@@ -28,6 +28,12 @@ torch::Tensor batch_tensor(std::vector<int32_t> tokens, int64_t rows);
 std::vector<std::string> agreed_list(const std::function<std::vector<std::string>()>& list,
                                      parallel::Runtime& runtime);
 
+struct StoredModel;  // model_files.h
+
+// read_stored_model(path) with `path` resolved by rank 0 (resolve_stored_model_path), on every
+// rank: a run still writing checkpoints cannot give the ranks different models.
+StoredModel read_agreed_stored_model(const std::string& path, parallel::Runtime& runtime);
+
 // "a,b,,c" -> {a, b, c}: the items of a comma-separated option, empty ones dropped.
 std::vector<std::string> split_list(const std::string& comma_separated);
 

@@ -172,9 +172,13 @@ class StepData {
   std::unique_ptr<data::Loader> loader_;
 };
 
+constexpr BlockStage kStagesInBlocks[] = {BlockStage::kRouting, BlockStage::kAttention,
+                                          BlockStage::kFeedForward};
+
 struct StepBreakdown {
   double data = 0, forward = 0, backward = 0, communication_wait = 0, optimizer = 0, step = 0;
   double communication_busy = 0;  // seconds the DDP thread spent in all-reduce (overlapped)
+  // Seconds of each pass per block stage; kOutside: the rest of the pass.
   std::array<double, kNumBlockStages> forward_stage{}, backward_stage{};
 };
 
@@ -406,14 +410,9 @@ class ProfileJob : public Job {
         {"mfu", mfu}};
     for (bool backward : {false, true}) {
       const auto& stages = backward ? b.backward_stage : b.forward_stage;
-      const double total = backward ? b.backward : b.forward;
-      double inside = 0;
       nlohmann::ordered_json split;
-      for (auto s : {BlockStage::kRouting, BlockStage::kAttention, BlockStage::kFeedForward}) {
-        split[to_string(s)] = stages[size_t(s)];
-        inside += stages[size_t(s)];
-      }
-      split["outside_blocks"] = std::max(0.0, total - inside);
+      for (auto s : kStagesInBlocks) split[to_string(s)] = stages[size_t(s)];
+      split["outside_blocks"] = stages[size_t(BlockStage::kOutside)];
       step["blocks"][backward ? "backward" : "forward"] = split;
     }
     report["training_step"] = step;
@@ -494,9 +493,13 @@ class ProfileJob : public Job {
                        sum.backward / r,  sum.communication_wait / r,
                        sum.optimizer / r, sum.step / r};
     if (ddp) mean.communication_busy = ddp->comm_seconds() / r;
-    for (auto s : {BlockStage::kRouting, BlockStage::kAttention, BlockStage::kFeedForward}) {
-      mean.forward_stage[size_t(s)] = timer.seconds(s, false) / r;
-      mean.backward_stage[size_t(s)] = timer.seconds(s, true) / r;
+    // Outside the blocks: the rest of each pass (embedding, stream codec, head, loss).
+    for (bool backward : {false, true}) {
+      auto& stages = backward ? mean.backward_stage : mean.forward_stage;
+      double inside = 0;
+      for (auto s : kStagesInBlocks) inside += stages[size_t(s)] = timer.seconds(s, backward) / r;
+      stages[size_t(BlockStage::kOutside)] =
+          std::max(0.0, (backward ? mean.backward : mean.forward) - inside);
     }
     return mean;
   }
@@ -523,12 +526,8 @@ class ProfileJob : public Job {
       const auto& stages = backward ? b.backward_stage : b.forward_stage;
       const double total = backward ? b.backward : b.forward;
       s << (backward ? "backward" : "forward") << " by block stage (% of the pass)\n";
-      double inside = 0;
-      for (auto st : {BlockStage::kRouting, BlockStage::kAttention, BlockStage::kFeedForward}) {
-        row(to_string(st), stages[size_t(st)], total);
-        inside += stages[size_t(st)];
-      }
-      row("outside blocks", std::max(0.0, total - inside), total);
+      for (auto st : kStagesInBlocks) row(to_string(st), stages[size_t(st)], total);
+      row("outside blocks", stages[size_t(BlockStage::kOutside)], total);
     }
     std::snprintf(line, sizeof line, "  %.0f tokens/s, MFU %.1f %% of %.1f GFLOP/s per rank\n",
                   tokens_per_s, 100.0 * mfu, peak_gflops);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -68,6 +69,23 @@ double median_ns(const RoutingBenchOptions& o, Fn&& fn) {
   return times[times.size() / 2];
 }
 
+// Median ns of one pass of `f` on `input`: the forward alone (no autograd), or the forward and the
+// gradients of `params` and `input` for the cotangent `grad_out` (accumulated nowhere).
+double pass_ns(const RoutingBenchOptions& o, bool backward, std::vector<torch::Tensor> params,
+               const torch::Tensor& input, const torch::Tensor& grad_out,
+               const std::function<torch::Tensor(const torch::Tensor&)>& f) {
+  if (!backward) {
+    torch::NoGradGuard no_grad;
+    return median_ns(o, [&] { f(input); });
+  }
+  auto in = input.detach().requires_grad_(true);
+  params.push_back(in);
+  return median_ns(o, [&] {
+    torch::autograd::grad({f(in)}, params, {grad_out}, /*retain_graph=*/false,
+                          /*create_graph=*/false, /*allow_unused=*/true);
+  });
+}
+
 void log_result(const RoutingBenchResult& r) {
   std::ostringstream line;
   line << "routing bench [" << r.scope << "]: " << r.method
@@ -93,24 +111,13 @@ void bench_h_res(const RoutingBenchOptions& o, int64_t n, std::vector<RoutingBen
     for (const std::string pass : {"fwd", "fwd_bwd"}) {
       for (bool with_projection : {false, true}) {
         const bool backward = pass == "fwd_bwd";
-        auto input = (with_projection ? x : coefficients).detach().requires_grad_(backward);
-        auto build = [&] {
-          return with_projection
-                     ? router->residual_from_coefficients(router->residual_coefficients(input))
-                     : router->residual_from_coefficients(input);
-        };
-        double ns;
-        if (backward) {
-          auto inputs = params;
-          inputs.push_back(input);
-          ns = median_ns(o, [&] {
-            torch::autograd::grad({build()}, inputs, {grad_out}, /*retain_graph=*/false,
-                                  /*create_graph=*/false, /*allow_unused=*/true);
-          });
-        } else {
-          torch::NoGradGuard g;
-          ns = median_ns(o, [&] { build(); });
-        }
+        const double ns = pass_ns(
+            o, backward, params, with_projection ? x : coefficients, grad_out,
+            [&](const torch::Tensor& input) {
+              return with_projection
+                         ? router->residual_from_coefficients(router->residual_coefficients(input))
+                         : router->residual_from_coefficients(input);
+            });
         RoutingBenchResult r{m.name, n, m.iters, pass, with_projection, ns / double(o.tokens)};
         log_result(r);
         out.push_back(r);
@@ -139,19 +146,7 @@ void bench_hyper_connection(const RoutingBenchOptions& o, const std::string& nam
   };
   for (const std::string pass : {"fwd", "fwd_bwd"}) {
     const bool backward = pass == "fwd_bwd";
-    double ns;
-    if (backward) {
-      auto input = streams.detach().requires_grad_(true);
-      auto inputs = params;
-      inputs.push_back(input);
-      ns = median_ns(o, [&] {
-        torch::autograd::grad({step(input)}, inputs, {grad_out}, /*retain_graph=*/false,
-                              /*create_graph=*/false, /*allow_unused=*/true);
-      });
-    } else {
-      torch::NoGradGuard g;
-      ns = median_ns(o, [&] { step(streams); });
-    }
+    const double ns = pass_ns(o, backward, params, streams, grad_out, step);
     RoutingBenchResult r{name, n, iters, pass, /*with_projection=*/!plain, ns / double(o.tokens)};
     r.scope = "hyper_connection";
     r.bytes_per_token = hyper_connection_bytes(n, o.hidden, /*backward=*/false, plain) +

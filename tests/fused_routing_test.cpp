@@ -37,6 +37,14 @@ struct Result {
   torch::Tensor output;
   std::vector<torch::Tensor> grads;  // input state, then every parameter in order
   std::vector<std::string> names;
+
+  // Every parameter's gradient (zeros where none reached it), named.
+  void add_parameter_grads(torch::nn::Module& m) {
+    for (auto& p : m.named_parameters()) {
+      grads.push_back(p->grad().defined() ? p->grad().clone() : torch::zeros_like(p.value()));
+      names.push_back(p.key());
+    }
+  }
 };
 
 // One block's forward and backward with a random cotangent on its output.
@@ -49,10 +57,7 @@ Result run_block(SHCBlock& block, const StreamState& state, const torch::Tensor&
   auto out = block->forward(StreamState{coords, state.basis}, nullptr, out_basis);
   (out * cotangent).sum().backward();
   Result r{out.detach(), {coords.grad()}, {"state"}};
-  for (auto& p : block->named_parameters()) {
-    r.grads.push_back(p->grad().defined() ? p->grad().clone() : torch::zeros_like(p.value()));
-    r.names.push_back(p.key());
-  }
+  r.add_parameter_grads(*block);
   return r;
 }
 
@@ -148,10 +153,7 @@ TEST(FusedRouting, CompressedModelEqualsReference) {
     auto loss = model->forward(ids, ids);
     loss.backward();
     Result r{loss.detach(), {}, {}};
-    for (auto& p : model->named_parameters()) {
-      r.grads.push_back(p->grad().clone());
-      r.names.push_back(p.key());
-    }
+    r.add_parameter_grads(*model);
     return r;
   };
   EXPECT_EQ(model->embed(ids).size(2), 2) << "units exchange the rank-2 coordinates";
