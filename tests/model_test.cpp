@@ -494,6 +494,29 @@ TEST(AdaptiveRankModel, KeyedGumbelNoiseIgnoresHowTheBatchIsSplit) {
   EXPECT_FALSE(torch::allclose(whole, m->forward(ids), 1e-5, 1e-6));  // the generator again
 }
 
+// A key must name one sequence per batch row; anything else is an error naming the caller, not
+// noise drawn for the wrong rows.
+TEST(AdaptiveRankModel, KeyedNoiseForTheWrongNumberOfRowsIsAnError) {
+  auto cfg = test::small_model_config(ResidualKind::kSHC);
+  cfg.adaptive_rank = true;
+  auto m = perturbed_model(cfg, 42);
+  m->train();
+  torch::NoGradGuard no_grad;
+  m->set_gumbel_noise(GumbelNoiseKey{99, 1, torch::arange(0, 3, torch::kLong)});
+  try {
+    m->forward(torch::randint(61, {4, 16}));
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "AdaptiveRankSelector: keyed Gumbel noise needs (batch, T, features) input with "
+                  "one sequence index per row; got [4, 16, "),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find(" for 3 sequence indices"), std::string::npos) << e.what();
+  }
+  m->set_gumbel_noise(std::nullopt);
+}
+
 TEST(GumbelNoise, KeyedUniformIsUniformAndIndependentOfTheRowsAround) {
   GumbelNoiseKey key{7, 3, torch::arange(0, 64, torch::kLong)};
   auto u = keyed_uniform(key, 2, 128, 4);
