@@ -52,16 +52,26 @@ int64_t grain(int64_t values_per_token) {
   return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, values_per_token));
 }
 
-// <a, b>: lane sums over the full vectors, then the tail, then the lanes in order. A fixed order,
-// so results do not depend on how tokens are split between threads.
+// The sum of a vector's lanes by pairwise halving (lane l + lane l + w for w = L/2, ..., 1): a
+// fixed order, so results do not depend on how tokens are split between threads, and log2(L)
+// dependent adds where a running sum would chain L of them (at d = 128 that chain, not memory,
+// bounded the write's backward).
+template <typename T>
+SHC_INLINE T lane_sum(Vec<T> v) {
+  for (int64_t w = kLanes<T> / 2; w >= 1; w /= 2) {
+    for (int64_t l = 0; l < w; ++l) v[l] += v[l + w];
+  }
+  return v[0];
+}
+
+// <a, b>: lane sums over the full vectors, then their lane_sum, then the tail in order.
 template <typename T>
 SHC_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
   Vec<T> lanes = {};
   int64_t e = 0;
   for (; e + kLanes<T> <= d; e += kLanes<T>) lanes += load(a + e) * load(b + e);
-  T sum = 0;
+  T sum = lane_sum<T>(lanes);
   for (; e < d; ++e) sum += a[e] * b[e];
-  for (int64_t l = 0; l < kLanes<T>; ++l) sum += lanes[l];
   return sum;
 }
 
@@ -76,11 +86,32 @@ SHC_INLINE void dot4(const T* __restrict a, const T* __restrict rows, int64_t d,
     for (int64_t b = 0; b < 4; ++b) lanes[b] += av * load(rows + b * d + e);
   }
   for (int64_t b = 0; b < 4; ++b) {
-    T sum = 0;
+    T sum = lane_sum<T>(lanes[b]);
     for (int64_t f = e; f < d; ++f) sum += a[f] * rows[b * d + f];
-    for (int64_t l = 0; l < kLanes<T>; ++l) sum += lanes[b][l];
     out[b] = sum;
   }
+}
+
+// Vectors of d summed side by side in the loops below: one running sum per vector is a chain of
+// dependent FMAs, and the core waits on each result; kBlock independent chains overlap them (at
+// d = 128 the chains, not memory, bounded the write). Each output's own order is unchanged.
+constexpr int64_t kBlock = 4;
+
+// out[e] = lead_c lead[e] + sum_{q < count} c[q * c_stride] rows[q * d + e] for the B vectors at
+// e, summed in that order.
+template <int64_t B, typename T>
+SHC_INLINE void combine_vectors(T* __restrict out, int64_t d, T lead_c, const T* __restrict lead,
+                                int64_t count, const T* __restrict c, int64_t c_stride,
+                                const T* __restrict rows, int64_t e) {
+  Vec<T> acc[B];
+  for (int64_t b = 0; b < B; ++b)
+    acc[b] = lead ? lead_c * load(lead + e + b * kLanes<T>) : Vec<T>{};
+  for (int64_t q = 0; q < count; ++q) {
+    const T cq = c[q * c_stride];
+    const T* row = rows + q * d + e;
+    for (int64_t b = 0; b < B; ++b) acc[b] += cq * load(row + b * kLanes<T>);
+  }
+  for (int64_t b = 0; b < B; ++b) store(out + e + b * kLanes<T>, acc[b]);
 }
 
 // out[e] = lead_c lead[e] + sum_{q < count} c[q * c_stride] rows[q * d + e], summed in that order
@@ -91,17 +122,36 @@ SHC_INLINE void combine(T* __restrict out, int64_t d, T lead_c, const T* __restr
                         int64_t count, const T* __restrict c, int64_t c_stride,
                         const T* __restrict rows) {
   int64_t e = 0;
+  for (; e + kBlock * kLanes<T> <= d; e += kBlock * kLanes<T>) {
+    combine_vectors<kBlock>(out, d, lead_c, lead, count, c, c_stride, rows, e);
+  }
   for (; e + kLanes<T> <= d; e += kLanes<T>) {
-    Vec<T> acc = {};
-    if (lead) acc = lead_c * load(lead + e);
-    for (int64_t q = 0; q < count; ++q) acc += c[q * c_stride] * load(rows + q * d + e);
-    store(out + e, acc);
+    combine_vectors<1>(out, d, lead_c, lead, count, c, c_stride, rows, e);
   }
   for (; e < d; ++e) {
     T acc = lead ? lead_c * lead[e] : T(0);
     for (int64_t q = 0; q < count; ++q) acc += c[q * c_stride] * rows[q * d + e];
     out[e] = acc;
   }
+}
+
+// One stream's row of the state gradient for the B vectors at e (state_gradient_tokens).
+template <int64_t B, typename T>
+SHC_INLINE void state_gradient_vectors(T* __restrict o, const T* __restrict xj, T scale,
+                                       const T* __restrict du, T p, int64_t rows,
+                                       const T* __restrict rj, int64_t k, const T* __restrict g,
+                                       int64_t d, int64_t e) {
+  Vec<T> acc[B];
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t f = e + b * kLanes<T>;
+    acc[b] = load(o + f) + scale * load(xj + f);
+    if (du) acc[b] += p * load(du + f);
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    const T ri = rj[i * k];
+    for (int64_t b = 0; b < B; ++b) acc[b] += ri * load(g + i * d + e + b * kLanes<T>);
+  }
+  for (int64_t b = 0; b < B; ++b) store(o + e + b * kLanes<T>, acc[b]);
 }
 
 // dX[t,j] += scale[t] X[t,j] + pre[t,j] du[t] + sum_i res[t,i,j] dX'[t,i]
@@ -120,17 +170,18 @@ SHC_VECTORISED void state_gradient_tokens(int64_t begin, int64_t end, int64_t k,
       const T* xj = x + t * kd + j * d;
       T* o = dx + t * kd + j * d;
       const T p = dut ? pre[t * k + j] : T(0);
+      const T* rj = rt ? rt + j : nullptr;
       int64_t e = 0;
+      for (; e + kBlock * kLanes<T> <= d; e += kBlock * kLanes<T>) {
+        state_gradient_vectors<kBlock>(o, xj, scale[t], dut, p, rows, rj, k, gt, d, e);
+      }
       for (; e + kLanes<T> <= d; e += kLanes<T>) {
-        Vec<T> acc = load(o + e) + scale[t] * load(xj + e);
-        if (dut) acc += p * load(dut + e);
-        for (int64_t i = 0; i < rows; ++i) acc += rt[i * k + j] * load(gt + i * d + e);
-        store(o + e, acc);
+        state_gradient_vectors<1>(o, xj, scale[t], dut, p, rows, rj, k, gt, d, e);
       }
       for (; e < d; ++e) {
         T acc = o[e] + scale[t] * xj[e];
         if (dut) acc += p * dut[e];
-        for (int64_t i = 0; i < rows; ++i) acc += rt[i * k + j] * gt[i * d + e];
+        for (int64_t i = 0; i < rows; ++i) acc += rj[i * k] * gt[i * d + e];
         o[e] = acc;
       }
     }

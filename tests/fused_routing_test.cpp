@@ -13,6 +13,8 @@
 
 #include "core/fused_hyper_connection.h"
 #include "core/precision.h"
+#include "core/routing/sinkhorn.h"
+#include "core/stream_kernels.h"
 #include "core/transformer.h"
 #include "jobs/counting_allocator.h"
 #include "tests/test_model_config.h"
@@ -221,6 +223,43 @@ TEST(FusedRouting, CentralDifferencesMatchTheBackwardKernels) {
       {torch::randn({2, 3, n, d}, f64), torch::randn({2, 3, m, n}, f64),
        torch::randn({2, 3, m}, f64), torch::randn({2, 3, d}, f64)},
       "write (rectangular)");
+}
+
+// The kernels split tokens between threads, and each output is summed in a fixed order: the
+// same bits on one thread as on three (an uneven split). Enough tokens that every kernel's grain
+// is exceeded, so the threaded path runs.
+TEST(FusedRouting, KernelsGiveTheSameBitsOnAnyThreadCount) {
+  torch::manual_seed(4);
+  const int64_t tokens = 3000, k = 4, m = 3, d = 37;
+  auto x = torch::randn({tokens, k, d}), grad_x = torch::randn({tokens, k, d});
+  auto pre = torch::randn({tokens, k}), res = torch::randn({tokens, m, k});
+  auto post = torch::randn({tokens, m}), y = torch::randn({tokens, d});
+  auto grad_u = torch::randn({tokens, d}), grad_out = torch::randn({tokens, m, d});
+  auto scale = torch::randn({tokens}), logits = torch::randn({tokens, k, k}) * 5;
+  auto run = [&] {
+    std::vector<torch::Tensor> out{kernels::stream_sum_of_squares(x), kernels::stream_read(x, pre),
+                                   kernels::stream_write(x, res, post, y)};
+    auto r = kernels::stream_read_backward(grad_u, x, pre, true);
+    auto w = kernels::stream_write_backward(grad_out, x, res, post, y, true);
+    out.insert(out.end(), {r.x, r.pre, w.x, w.res, w.post, w.y});
+    auto g = grad_x.clone();
+    kernels::stream_state_gradient(g, x, scale, pre, grad_u, res, grad_out);
+    out.push_back(g);
+    auto l = logits.clone().requires_grad_(true);
+    auto h = sinkhorn_knopp(l, 20);
+    h.backward(torch::ones_like(h));
+    out.insert(out.end(), {h.detach(), l.grad()});
+    return out;
+  };
+  const int threads = torch::get_num_threads();
+  torch::set_num_threads(1);
+  const auto one = run();
+  torch::set_num_threads(3);
+  const auto three = run();
+  torch::set_num_threads(threads);
+  ASSERT_EQ(one.size(), three.size());
+  for (size_t i = 0; i < one.size(); ++i)
+    EXPECT_TRUE(torch::equal(one[i], three[i])) << "output " << i;
 }
 
 // The fused path sums the state gradient of projection, read and write in the projection's
