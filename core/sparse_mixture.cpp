@@ -1,6 +1,13 @@
 #include "sparse_mixture.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "precision.h"
 
@@ -23,6 +30,149 @@ torch::Tensor mix_bases(const torch::Tensor& alpha, const torch::Tensor& bases) 
       .view(shape);
 }
 
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Tokens per parallel task: ~32k values of H_res each.
+int64_t mixing_grain(int64_t nn) {
+  return std::max<int64_t>(1, (int64_t{1} << 15) / nn);
+}
+
+// Per token: alpha = softmax over the top_k largest of the K logits (0 elsewhere), and
+// H = sum_k alpha_k Q_k over the kept k in index order (nn = n * n values per basis).
+template <typename T>
+void mix_tokens(int64_t begin, int64_t end, int64_t k_bases, int64_t top_k, int64_t nn,
+                const T* logits, const T* bases, T* alpha, T* h) {
+  for (int64_t t = begin; t < end; ++t) {
+    const T* z = logits + t * k_bases;
+    T* a = alpha + t * k_bases;
+    // Selection: a[k] = 1 marks a kept logit; the largest not yet kept, the lower index on ties.
+    std::fill(a, a + k_bases, T(0));
+    T largest = -std::numeric_limits<T>::infinity();
+    for (int64_t s = 0; s < top_k; ++s) {
+      int64_t best = -1;
+      for (int64_t k = 0; k < k_bases; ++k) {
+        if (a[k] == 0 && (best < 0 || z[k] > z[best])) best = k;
+      }
+      a[best] = 1;
+      if (s == 0) largest = z[best];
+    }
+    T sum = 0;
+    for (int64_t k = 0; k < k_bases; ++k) {
+      if (a[k] != 0) sum += (a[k] = std::exp(z[k] - largest));
+    }
+    T* ht = h + t * nn;
+    std::fill(ht, ht + nn, T(0));
+    for (int64_t k = 0; k < k_bases; ++k) {
+      if (a[k] == 0) continue;
+      a[k] /= sum;
+      const T* q = bases + k * nn;
+      for (int64_t e = 0; e < nn; ++e) ht[e] += a[k] * q[e];
+    }
+  }
+}
+
+// d logits for each token: g_k = dalpha_k + <dH, Q_k>, then the softmax's backward
+// alpha_k (g_k - sum_j alpha_j g_j), which is 0 where alpha_k = 0 (a dropped logit).
+template <typename T>
+void mix_backward_tokens(int64_t begin, int64_t end, int64_t k_bases, int64_t nn, const T* grad_h,
+                         const T* grad_alpha, const T* bases, const T* alpha, T* grad_logits) {
+  for (int64_t t = begin; t < end; ++t) {
+    const T* a = alpha + t * k_bases;
+    const T* gh = grad_h ? grad_h + t * nn : nullptr;
+    T* g = grad_logits + t * k_bases;
+    T mean = 0;
+    for (int64_t k = 0; k < k_bases; ++k) {
+      T gk = grad_alpha ? grad_alpha[t * k_bases + k] : T(0);
+      if (gh && a[k] != 0) {
+        const T* q = bases + k * nn;
+        for (int64_t e = 0; e < nn; ++e) gk += gh[e] * q[e];
+      }
+      g[k] = gk;
+      mean += a[k] * gk;
+    }
+    for (int64_t k = 0; k < k_bases; ++k) g[k] = a[k] * (g[k] - mean);
+  }
+}
+
+// Outputs alpha (..., K) and H_res (..., n, n); saves alpha and the bases. dQ = alpha^T dH is one
+// GEMM over the tokens.
+struct FusedSparseMixing : torch::autograd::Function<FusedSparseMixing> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& logits, int64_t top_k,
+                               const torch::Tensor& bases) {
+    const int64_t k_bases = bases.size(0), n = bases.size(-1), nn = n * n;
+    auto z = logits.reshape({-1, k_bases}).contiguous();
+    auto q = bases.to(logits.scalar_type()).contiguous();
+    const int64_t tokens = z.size(0);
+    auto alpha = torch::empty_like(z);
+    auto h = torch::empty({tokens, n, n}, z.options());
+    AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "sparse_mix", [&] {
+      at::parallel_for(0, tokens, mixing_grain(nn), [&](int64_t b, int64_t e) {
+        mix_tokens<scalar_t>(b, e, k_bases, top_k, nn, z.const_data_ptr<scalar_t>(),
+                             q.const_data_ptr<scalar_t>(), alpha.mutable_data_ptr<scalar_t>(),
+                             h.mutable_data_ptr<scalar_t>());
+      });
+    });
+    ctx->save_for_backward({alpha, q});
+    ctx->saved_data["bases_dtype"] = static_cast<int64_t>(bases.scalar_type());
+    ctx->saved_data["logits_shape"] = logits.sizes().vec();
+    auto res_shape = logits.sizes().vec();
+    res_shape.back() = n;
+    res_shape.push_back(n);
+    return {alpha.view(logits.sizes()), h.view(res_shape)};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &alpha = saved[0], &q = saved[1];
+    const int64_t k_bases = q.size(0), nn = q.size(1) * q.size(2), tokens = alpha.size(0);
+    auto grad_alpha =
+        grads[0].defined() ? grads[0].reshape({tokens, k_bases}).contiguous() : torch::Tensor();
+    auto grad_h =
+        grads[1].defined() ? grads[1].reshape({tokens, nn}).contiguous() : torch::Tensor();
+    auto grad_logits = torch::empty_like(alpha);
+    AT_DISPATCH_FLOATING_TYPES(alpha.scalar_type(), "sparse_mix_backward", [&] {
+      auto ptr = [](const torch::Tensor& t) {
+        return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+      };
+      at::parallel_for(0, tokens, mixing_grain(nn), [&](int64_t b, int64_t e) {
+        mix_backward_tokens<scalar_t>(b, e, k_bases, nn, ptr(grad_h), ptr(grad_alpha), ptr(q),
+                                      ptr(alpha), grad_logits.mutable_data_ptr<scalar_t>());
+      });
+    });
+    torch::Tensor grad_bases;
+    if (ctx->needs_input_grad(1)) {  // counts tensor inputs only: the bases are the second
+      const auto dtype = static_cast<c10::ScalarType>(ctx->saved_data["bases_dtype"].toInt());
+      grad_bases = grad_h.defined() ? at::mm(alpha.t(), grad_h).view(q.sizes()).to(dtype)
+                                    : torch::zeros(q.sizes(), q.options().dtype(dtype));
+    }
+    return {grad_logits.view(ctx->saved_data["logits_shape"].toIntVector()), torch::Tensor(),
+            grad_bases};
+  }
+};
+
+}  // namespace
+
+SparseMixing sparse_mix(const torch::Tensor& logits, int64_t top_k, const torch::Tensor& bases,
+                        StreamOps ops) {
+  TORCH_CHECK(bases.dim() == 3 && bases.size(1) == bases.size(2) &&
+                  logits.size(-1) == bases.size(0) && top_k >= 1,
+              "sparse_mix: logits (..., K) and bases (K, n, n) with top_k >= 1, got ",
+              logits.sizes(), ", ", bases.sizes(), " and top_k ", top_k);
+  const bool fused =
+      ops == StreamOps::kFused && logits.device().is_cpu() &&
+      (logits.scalar_type() == torch::kFloat || logits.scalar_type() == torch::kDouble) &&
+      logits.numel() > 0;
+  if (fused) {
+    auto out = FusedSparseMixing::apply(logits, std::min(top_k, logits.size(-1)), bases);
+    return {out[0], out[1]};
+  }
+  auto alpha = sparse_softmax(logits, top_k);
+  return {alpha, mix_bases(alpha, bases)};
+}
+
 SparseOrthogonalMixtureImpl::SparseOrthogonalMixtureImpl(int64_t n, int64_t k, int64_t hidden_dim,
                                                          int64_t top_k, double init_scale)
     : top_k_(top_k) {
@@ -36,8 +186,8 @@ torch::Tensor SparseOrthogonalMixtureImpl::mixture_weights(const torch::Tensor& 
   return sparse_softmax(logits(at_least_fp32(x)), top_k_);
 }
 
-torch::Tensor SparseOrthogonalMixtureImpl::mix_logits(const torch::Tensor& l) {
-  return mix_bases(sparse_softmax(l, top_k_), bases());
+torch::Tensor SparseOrthogonalMixtureImpl::mix_logits(const torch::Tensor& l, StreamOps ops) {
+  return sparse_mix(l, top_k_, bases(), ops).res;
 }
 
 torch::Tensor SparseOrthogonalMixtureImpl::forward(const torch::Tensor& x) {

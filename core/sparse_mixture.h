@@ -7,6 +7,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "cayley.h"
+#include "fused_hyper_connection.h"
 #include "routing/dynamic_projection.h"
 
 namespace shc {
@@ -18,6 +19,16 @@ torch::Tensor sparse_softmax(const torch::Tensor& logits, int64_t top_k);
 // sum_i alpha_i Q_i: alpha (..., K), bases (K, n, n) -> (..., n, n).
 torch::Tensor mix_bases(const torch::Tensor& alpha, const torch::Tensor& bases);
 
+// alpha = sparse_softmax(logits, top_k) and res = mix_bases(alpha, bases). `ops`: one autograd
+// function over a per-token CPU kernel (float/double; the composed ops elsewhere), whose backward
+// saves only alpha, or the composed reference. Among equal logits at the top_k boundary the kernel
+// keeps the lower index (torch::topk leaves that order unspecified).
+struct SparseMixing {
+  torch::Tensor alpha, res;
+};
+SparseMixing sparse_mix(const torch::Tensor& logits, int64_t top_k, const torch::Tensor& bases,
+                        StreamOps ops);
+
 class SparseOrthogonalMixtureImpl : public torch::nn::Module {
  public:
   // n streams, k bases, mixing logits projected from `hidden_dim` features per token.
@@ -28,7 +39,7 @@ class SparseOrthogonalMixtureImpl : public torch::nn::Module {
   // alpha (..., K): exactly top_k non-zeros per token, summing to 1.
   torch::Tensor mixture_weights(const torch::Tensor& x);
   // H_res from given mixing logits (..., K); the bases are built once per call, not per token.
-  torch::Tensor mix_logits(const torch::Tensor& logits);
+  torch::Tensor mix_logits(const torch::Tensor& logits, StreamOps ops = StreamOps::kFused);
   // Per-token ||H_res||_2 (largest singular value), shape (...).
   torch::Tensor get_spectral_norm(const torch::Tensor& x);
 

@@ -14,6 +14,7 @@
 #include "core/fused_hyper_connection.h"
 #include "core/precision.h"
 #include "core/routing/sinkhorn.h"
+#include "core/sparse_mixture.h"
 #include "core/stream_kernels.h"
 #include "core/transformer.h"
 #include "jobs/counting_allocator.h"
@@ -236,6 +237,7 @@ TEST(FusedRouting, KernelsGiveTheSameBitsOnAnyThreadCount) {
   auto post = torch::randn({tokens, m}), y = torch::randn({tokens, d});
   auto grad_u = torch::randn({tokens, d}), grad_out = torch::randn({tokens, m, d});
   auto scale = torch::randn({tokens}), logits = torch::randn({tokens, k, k}) * 5;
+  auto bases = torch::randn({k, 3, 3});
   auto run = [&] {
     std::vector<torch::Tensor> out{kernels::stream_sum_of_squares(x), kernels::stream_read(x, pre),
                                    kernels::stream_write(x, res, post, y)};
@@ -249,6 +251,11 @@ TEST(FusedRouting, KernelsGiveTheSameBitsOnAnyThreadCount) {
     auto h = sinkhorn_knopp(l, 20);
     h.backward(torch::ones_like(h));
     out.insert(out.end(), {h.detach(), l.grad()});
+    auto z = logits.select(-1, 0).clone().requires_grad_(true);
+    auto q = bases.clone().requires_grad_(true);
+    auto mixing = sparse_mix(z, 2, q, StreamOps::kFused);
+    mixing.res.backward(torch::ones_like(mixing.res));
+    out.insert(out.end(), {mixing.alpha.detach(), mixing.res.detach(), z.grad(), q.grad()});
     return out;
   };
   const int threads = torch::get_num_threads();

@@ -126,6 +126,45 @@ TEST(Sinkhorn, FusedKernelEqualsComposedReference) {
   }
 }
 
+// SHC's mixing kernel (alpha = sparse softmax, H_res = sum_k alpha_k Q_k) against the composed
+// ops: values of both outputs and the gradients of the logits and the bases, with cotangents on H
+// and on alpha, for K bases and every top_k, fp64 and fp32.
+TEST(SparseMixing, FusedKernelEqualsComposedReference) {
+  torch::manual_seed(13);
+  for (auto dtype : {torch::kDouble, torch::kFloat}) {
+    const double tol = dtype == torch::kDouble ? 1e-10 : 1e-5;
+    for (int64_t n : {1, 2, 4}) {
+      for (int64_t k : {1, 2, 3, 5}) {
+        for (int64_t top_k = 1; top_k <= k; ++top_k) {
+          auto logits = torch::randn({3, 7, k}, dtype) * 3;
+          auto bases = torch::randn({k, n, n}, dtype);
+          auto grad_res = torch::randn({3, 7, n, n}, dtype);
+          auto grad_alpha = torch::randn({3, 7, k}, dtype);
+          std::vector<torch::Tensor> out;
+          for (auto ops : {StreamOps::kFused, StreamOps::kComposed}) {
+            auto l = logits.clone().requires_grad_(true);
+            auto q = bases.clone().requires_grad_(true);
+            auto mixing = sparse_mix(l, top_k, q, ops);
+            ((mixing.res * grad_res).sum() + (mixing.alpha * grad_alpha).sum()).backward();
+            out.insert(out.end(), {mixing.alpha.detach(), mixing.res.detach(), l.grad(), q.grad()});
+          }
+          const auto what = "n=" + std::to_string(n) + " K=" + std::to_string(k) +
+                            " top_k=" + std::to_string(top_k) + " " +
+                            std::string(c10::toString(dtype));
+          const char* names[] = {"alpha", "res", "grad logits", "grad bases"};
+          for (int i = 0; i < 4; ++i) {
+            EXPECT_LT(max_abs(out[i] - out[i + 4]) / std::max(1.0, max_abs(out[i + 4])), tol)
+                << what << " " << names[i];
+          }
+          // Exactly top_k non-zero weights per token.
+          EXPECT_TRUE(torch::equal((out[0] != 0).sum(-1), torch::full({3, 7}, top_k, torch::kLong)))
+              << what;
+        }
+      }
+    }
+  }
+}
+
 TEST(Sinkhorn, GradientMatchesFiniteDifferences) {
   torch::manual_seed(3);
   // Peaked input: one large logit per row, so the iterations are far from trivial.

@@ -19,14 +19,16 @@ torch::Tensor SHCRouterImpl::residual_coefficients(const torch::Tensor& x_tilde)
 }
 
 torch::Tensor SHCRouterImpl::residual_from_coefficients(const torch::Tensor& coefficients) {
-  return mixture->mix_logits(mixture->logits->finish(coefficients));
+  return mixture->mix_logits(mixture->logits->finish(coefficients), ops());
 }
 
 Routing SHCRouterImpl::route_projected(const torch::Tensor& projected) {
   auto raw = split(projected);
   Routing r;
-  r.mix_weights = sparse_softmax(mixture->logits->finish(raw[0]), mixture->top_k());
-  r.res = mix_bases(r.mix_weights, mixture->bases());
+  auto mixing =
+      sparse_mix(mixture->logits->finish(raw[0]), mixture->top_k(), mixture->bases(), ops());
+  r.mix_weights = mixing.alpha;
+  r.res = mixing.res;
   r.pre = torch::sigmoid(pre->finish(raw[1]));
   r.post = 2 * torch::sigmoid(post->finish(raw[2]));
   return r;
