@@ -169,13 +169,12 @@ struct StreamWrite : torch::autograd::Function<StreamWrite> {
   }
 };
 
-// The fused kernels handle CPU float and double; anything else takes the composed ops.
+}  // namespace
+
 bool fused_kernels_apply(const torch::Tensor& x, StreamOps ops) {
   return ops == StreamOps::kFused && x.device().is_cpu() &&
          (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble);
 }
-
-}  // namespace
 
 torch::Tensor stream_projection(const torch::Tensor& x, const torch::Tensor& weight, int64_t count,
                                 double eps, StreamOps ops, StateGradient* link) {

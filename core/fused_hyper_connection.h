@@ -19,6 +19,10 @@ namespace shc {
 // composed forms avoid n*d intermediates too where LibTorch allows (no materialised x~).
 enum class StreamOps { kFused, kComposed };
 
+// Whether a fused kernel runs for x: `ops` asks for it and x is a CPU float or double tensor
+// (every kernel's condition: the stream passes here, mHC's Sinkhorn, SHC's mixing).
+bool fused_kernels_apply(const torch::Tensor& x, StreamOps ops);
+
 // One hyper-connection's state gradient in one pass (fused path). X feeds three passes, so
 // autograd would add three n*d gradients (projection, read, write). Instead the read's and the
 // write's backward leave their parts here (du with H_pre, dX' with H_res) and the projection's

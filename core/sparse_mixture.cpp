@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "precision.h"
+#include "stream_kernels.h"
 
 namespace shc {
 
@@ -34,11 +35,6 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// Tokens per parallel task: ~32k values of H_res each.
-int64_t mixing_grain(int64_t nn) {
-  return std::max<int64_t>(1, (int64_t{1} << 15) / nn);
-}
 
 // Per token: alpha = softmax over the top_k largest of the K logits (0 elsewhere), and
 // H = sum_k alpha_k Q_k over the kept k in index order (nn = n * n values per basis).
@@ -97,8 +93,8 @@ void mix_backward_tokens(int64_t begin, int64_t end, int64_t k_bases, int64_t nn
   }
 }
 
-// Outputs alpha (..., K) and H_res (..., n, n); saves alpha and the bases. dQ = alpha^T dH is one
-// GEMM over the tokens.
+// Outputs alpha (..., K) and H_res (..., n, n); saves alpha (an output) and the bases in the
+// logits' dtype. dQ = alpha^T dH is one GEMM over the tokens.
 struct FusedSparseMixing : torch::autograd::Function<FusedSparseMixing> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& logits, int64_t top_k,
                                const torch::Tensor& bases) {
@@ -109,25 +105,28 @@ struct FusedSparseMixing : torch::autograd::Function<FusedSparseMixing> {
     auto alpha = torch::empty_like(z);
     auto h = torch::empty({tokens, n, n}, z.options());
     AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "sparse_mix", [&] {
-      at::parallel_for(0, tokens, mixing_grain(nn), [&](int64_t b, int64_t e) {
+      at::parallel_for(0, tokens, kernels::grain(nn), [&](int64_t b, int64_t e) {
         mix_tokens<scalar_t>(b, e, k_bases, top_k, nn, z.const_data_ptr<scalar_t>(),
                              q.const_data_ptr<scalar_t>(), alpha.mutable_data_ptr<scalar_t>(),
                              h.mutable_data_ptr<scalar_t>());
       });
     });
-    ctx->save_for_backward({alpha, q});
-    ctx->saved_data["bases_dtype"] = static_cast<int64_t>(bases.scalar_type());
-    ctx->saved_data["logits_shape"] = logits.sizes().vec();
     auto res_shape = logits.sizes().vec();
     res_shape.back() = n;
     res_shape.push_back(n);
-    return {alpha.view(logits.sizes()), h.view(res_shape)};
+    auto alpha_out = alpha.view(logits.sizes());
+    ctx->save_for_backward({alpha_out, q});
+    // An output no loss reached arrives undefined, not as zeros: the kernel skips its term.
+    ctx->set_materialize_grads(false);
+    return {alpha_out, h.view(res_shape)};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &alpha = saved[0], &q = saved[1];
-    const int64_t k_bases = q.size(0), nn = q.size(1) * q.size(2), tokens = alpha.size(0);
+    const auto &alpha_out = saved[0], &q = saved[1];
+    const int64_t k_bases = q.size(0), nn = q.size(1) * q.size(2);
+    const auto alpha = alpha_out.view({-1, k_bases});
+    const int64_t tokens = alpha.size(0);
     auto grad_alpha =
         grads[0].defined() ? grads[0].reshape({tokens, k_bases}).contiguous() : torch::Tensor();
     auto grad_h =
@@ -137,19 +136,18 @@ struct FusedSparseMixing : torch::autograd::Function<FusedSparseMixing> {
       auto ptr = [](const torch::Tensor& t) {
         return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
       };
-      at::parallel_for(0, tokens, mixing_grain(nn), [&](int64_t b, int64_t e) {
+      at::parallel_for(0, tokens, kernels::grain(nn), [&](int64_t b, int64_t e) {
         mix_backward_tokens<scalar_t>(b, e, k_bases, nn, ptr(grad_h), ptr(grad_alpha), ptr(q),
                                       ptr(alpha), grad_logits.mutable_data_ptr<scalar_t>());
       });
     });
+    // needs_input_grad counts tensor inputs only: the bases are the second. The engine casts the
+    // gradient to the bases' own dtype.
     torch::Tensor grad_bases;
-    if (ctx->needs_input_grad(1)) {  // counts tensor inputs only: the bases are the second
-      const auto dtype = static_cast<c10::ScalarType>(ctx->saved_data["bases_dtype"].toInt());
-      grad_bases = grad_h.defined() ? at::mm(alpha.t(), grad_h).view(q.sizes()).to(dtype)
-                                    : torch::zeros(q.sizes(), q.options().dtype(dtype));
+    if (ctx->needs_input_grad(1) && grad_h.defined()) {
+      grad_bases = at::mm(alpha.t(), grad_h).view(q.sizes());
     }
-    return {grad_logits.view(ctx->saved_data["logits_shape"].toIntVector()), torch::Tensor(),
-            grad_bases};
+    return {grad_logits.view(alpha_out.sizes()), torch::Tensor(), grad_bases};
   }
 };
 
@@ -161,11 +159,7 @@ SparseMixing sparse_mix(const torch::Tensor& logits, int64_t top_k, const torch:
                   logits.size(-1) == bases.size(0) && top_k >= 1,
               "sparse_mix: logits (..., K) and bases (K, n, n) with top_k >= 1, got ",
               logits.sizes(), ", ", bases.sizes(), " and top_k ", top_k);
-  const bool fused =
-      ops == StreamOps::kFused && logits.device().is_cpu() &&
-      (logits.scalar_type() == torch::kFloat || logits.scalar_type() == torch::kDouble) &&
-      logits.numel() > 0;
-  if (fused) {
+  if (fused_kernels_apply(logits, ops) && logits.numel() > 0) {
     auto out = FusedSparseMixing::apply(logits, std::min(top_k, logits.size(-1)), bases);
     return {out[0], out[1]};
   }

@@ -47,11 +47,6 @@ SHC_INLINE void store(T* p, Vec<T> v) {
   *reinterpret_cast<Vec<T>*>(p) = v;
 }
 
-// Tokens per parallel task: enough work (~32k values) to outweigh the scheduling.
-int64_t grain(int64_t values_per_token) {
-  return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, values_per_token));
-}
-
 // The sum of a vector's lanes by pairwise halving (lane l + lane l + w for w = L/2, ..., 1): a
 // fixed order, so results do not depend on how tokens are split between threads, and log2(L)
 // dependent adds where a running sum would chain L of them (at d = 128 that chain, not memory,
@@ -270,6 +265,10 @@ void check_operand(const at::Tensor& t, const at::Tensor& x, at::IntArrayRef sha
 }
 
 }  // namespace
+
+int64_t grain(int64_t values_per_token) {
+  return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, values_per_token));
+}
 
 at::Tensor stream_sum_of_squares(const at::Tensor& x) {
   check_state(x);

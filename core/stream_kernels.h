@@ -15,6 +15,10 @@
 
 namespace shc::kernels {
 
+// Tokens per at::parallel_for task for a kernel that touches `values_per_token` values per token:
+// enough work (~32k values) to outweigh the scheduling.
+int64_t grain(int64_t values_per_token);
+
 // sum_{j,e} X[t,j,e]^2 per token: (N, k, d) -> (N).
 at::Tensor stream_sum_of_squares(const at::Tensor& x);
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../precision.h"
+#include "../stream_kernels.h"
 
 namespace shc {
 namespace {
@@ -121,9 +122,10 @@ void sinkhorn_backward_tokens(int64_t begin, int64_t end, int64_t n, int64_t ite
   }
 }
 
-// Tokens per parallel task: ~16k matrix entries of work.
+// Tokens per parallel task: a token's rounds count as two values per matrix entry each (a row and
+// a column step), so a task holds ~16k entries of work.
 int64_t sinkhorn_grain(int64_t n, int64_t iters) {
-  return std::max<int64_t>(1, (int64_t{1} << 14) / (n * n * std::max<int64_t>(1, iters)));
+  return kernels::grain(2 * n * n * std::max<int64_t>(1, iters));
 }
 
 using torch::autograd::AutogradContext;
@@ -173,7 +175,7 @@ torch::Tensor sinkhorn_knopp(const torch::Tensor& logits, int64_t iters, StreamO
   TORCH_CHECK(logits.dim() >= 2 && logits.size(-1) == logits.size(-2),
               "sinkhorn_knopp: logits must be (..., n, n), got ", logits.sizes());
   auto l = at_least_fp32(logits);
-  if (ops == StreamOps::kFused && l.device().is_cpu() && l.numel() > 0) {
+  if (fused_kernels_apply(l, ops) && l.numel() > 0) {
     return FusedSinkhorn::apply(l, iters);
   }
   return composed_sinkhorn(l, iters);
