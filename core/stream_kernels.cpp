@@ -50,13 +50,27 @@ SHC_INLINE void store(T* p, Vec<T> v) {
 // The sum of a vector's lanes by pairwise halving (lane l + lane l + w for w = L/2, ..., 1): a
 // fixed order, so results do not depend on how tokens are split between threads, and log2(L)
 // dependent adds where a running sum would chain L of them (at d = 128 that chain, not memory,
-// bounded the write's backward).
+// bounded the write's backward). Each step adds the vector's upper half to its lower half as
+// vectors of half the size, so the sum stays in registers (indexing lanes one by one made GCC go
+// through the stack, a store and a reload per lane).
+template <typename T, int Bytes>
+struct Halving {
+  typedef T type __attribute__((vector_size(Bytes), aligned(sizeof(T))));
+  static SHC_INLINE T sum(type v) {
+    if constexpr (Bytes == sizeof(T)) {
+      return v[0];
+    } else {
+      typename Halving<T, Bytes / 2>::type low, high;
+      __builtin_memcpy(&low, &v, Bytes / 2);
+      __builtin_memcpy(&high, reinterpret_cast<const char*>(&v) + Bytes / 2, Bytes / 2);
+      return Halving<T, Bytes / 2>::sum(low + high);
+    }
+  }
+};
+
 template <typename T>
 SHC_INLINE T lane_sum(Vec<T> v) {
-  for (int64_t w = kLanes<T> / 2; w >= 1; w /= 2) {
-    for (int64_t l = 0; l < w; ++l) v[l] += v[l + w];
-  }
-  return v[0];
+  return Halving<T, sizeof(Vec<T>)>::sum(v);
 }
 
 // <a, b>: lane sums over the full vectors, then their lane_sum, then the tail in order.
