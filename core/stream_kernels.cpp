@@ -7,71 +7,13 @@
 
 #include <algorithm>
 
-// Each token-range function is compiled three times and picked once at load time by the CPU's
-// features (GCC function multiversioning). The loops work on 64-byte vectors of d (GCC vector
-// types) and sum every output in a fixed order that does not depend on how tokens are split
-// between threads, so results do not depend on the thread count.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SHC_VECTORISED __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SHC_VECTORISED
-#endif
-#define SHC_INLINE inline __attribute__((always_inline))
-// Vec<T> values cross no call boundary (every helper taking or returning one is always inlined),
-// so GCC's note that their ABI differs between the target clones does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
+#include "vector_lanes.h"
 
+// Every token-range function below is a target clone (SHC_VECTORISED) working on 64-byte vectors
+// of d, and sums every output in a fixed order that does not depend on how tokens are split between
+// threads, so results do not depend on the thread count.
 namespace shc::kernels {
 namespace {
-
-// One 64-byte vector of T (GCC vector extension): one AVX-512 register, two AVX2 or four SSE
-// registers, as each target clone lowers it. Sums of several terms stay in registers, so every
-// output element is stored once.
-template <typename T>
-struct VectorOf {
-  typedef T type __attribute__((vector_size(64), aligned(sizeof(T))));
-};
-template <typename T>
-using Vec = typename VectorOf<T>::type;
-
-template <typename T>
-constexpr int64_t kLanes = 64 / sizeof(T);
-
-template <typename T>
-SHC_INLINE Vec<T> load(const T* p) {
-  return *reinterpret_cast<const Vec<T>*>(p);
-}
-
-template <typename T>
-SHC_INLINE void store(T* p, Vec<T> v) {
-  *reinterpret_cast<Vec<T>*>(p) = v;
-}
-
-// The sum of a vector's lanes by pairwise halving (lane l + lane l + w for w = L/2, ..., 1): a
-// fixed order, so results do not depend on how tokens are split between threads, and log2(L)
-// dependent adds where a running sum would chain L of them (at d = 128 that chain, not memory,
-// bounded the write's backward). Each step adds the vector's upper half to its lower half as
-// vectors of half the size, so the sum stays in registers (indexing lanes one by one made GCC go
-// through the stack, a store and a reload per lane).
-template <typename T, int Bytes>
-struct Halving {
-  typedef T type __attribute__((vector_size(Bytes), aligned(sizeof(T))));
-  static SHC_INLINE T sum(type v) {
-    if constexpr (Bytes == sizeof(T)) {
-      return v[0];
-    } else {
-      typename Halving<T, Bytes / 2>::type low, high;
-      __builtin_memcpy(&low, &v, Bytes / 2);
-      __builtin_memcpy(&high, reinterpret_cast<const char*>(&v) + Bytes / 2, Bytes / 2);
-      return Halving<T, Bytes / 2>::sum(low + high);
-    }
-  }
-};
-
-template <typename T>
-SHC_INLINE T lane_sum(Vec<T> v) {
-  return Halving<T, sizeof(Vec<T>)>::sum(v);
-}
 
 // <a, b>: lane sums over the full vectors, then their lane_sum, then the tail in order.
 template <typename T>

@@ -12,9 +12,13 @@
 
 #include "../precision.h"
 #include "../stream_kernels.h"
+#include "../vector_lanes.h"
 
 namespace shc {
 namespace {
+
+using kernels::kLanes;
+using kernels::Vec;
 
 torch::Tensor composed_sinkhorn(const torch::Tensor& logits, int64_t iters) {
   // Log domain: each round subtracts the row, then the column, log-sum-exp from the log matrix,
@@ -30,95 +34,201 @@ torch::Tensor composed_sinkhorn(const torch::Tensor& logits, int64_t iters) {
   return l.exp();
 }
 
-// One normalisation step of a token's n x n matrix along rows (stride 1 within a line, lines n
-// apart) or columns (stride n, lines 1 apart): l -= logsumexp(line) on the log matrix l, and
-// p = exp(l) = softmax(line), which is also the step's weights for backward. The log-sum-exp comes
-// from p, the previous step's softmax, at the cost of one log per line: log(sum p). Only where a
-// whole line of p has fallen below sqrt(smallest normal) (logits spread over ~80 in fp32), so that
-// its sum would lose precision or underflow, is it formed from l in the stable way,
-// m + log(sum exp(l - m)); l is exact either way, so no row or column is ever lost.
+// The kernel runs kLanes<T> tokens side by side, one per vector lane (16 in fp32), so each step of
+// the rounds is a few vector operations for all of them; a token's arithmetic is the same whatever
+// its neighbours, so results do not depend on how tokens fall into blocks or threads.
+//
+// Per token and step, a line (row or column) of p = exp(l) is divided by its sum: p is the
+// softmax of the line of the log matrix l, and the step's weights for backward. l itself moves by
+// the line's log-sum-exp, log(sum p), but it is needed only where a whole line of p has fallen
+// below sqrt(smallest normal) (logits spread over ~80 in fp32), so that its sum would lose
+// precision or underflow; there the line is formed again from l in the stable way,
+// m + log(sum exp(l - m)), and no row or column is ever lost. So l is kept as l0 - R_i - C_j: the
+// initial log matrix and a log offset per row and column, each held as log_offset +
+// log(prod_offset), where prod_offset multiplies the line sums and is folded into log_offset only
+// when it leaves [sqrt(safe), 1/sqrt(safe)]: a log per line per step would cost more than the rest
+// of the round.
+
+// Vectors of lanes in a plain buffer (a std::vector of a vector type would drop its alignment
+// attribute).
 template <typename T>
-void normalise(T* l, T* p, int64_t n, int64_t stride, int64_t line_step, T* e) {
-  const T safe = std::sqrt(std::numeric_limits<T>::min());
-  for (int64_t a = 0; a < n; ++a) {
-    T* line = l + a * line_step;
-    T* prob = p + a * line_step;
-    T largest = prob[0];
-    for (int64_t b = 1; b < n; ++b) largest = std::max(largest, prob[b * stride]);
-    T sum = 0, lse;
-    if (largest >= safe) {
-      for (int64_t b = 0; b < n; ++b) sum += (e[b] = prob[b * stride]);
-      lse = std::log(sum);
-    } else {
-      T m = line[0];
-      for (int64_t b = 1; b < n; ++b) m = std::max(m, line[b * stride]);
-      for (int64_t b = 0; b < n; ++b) sum += (e[b] = std::exp(line[b * stride] - m));
-      lse = m + std::log(sum);
-    }
-    for (int64_t b = 0; b < n; ++b) {
-      line[b * stride] -= lse;
-      prob[b * stride] = e[b] / sum;
+class LaneArray {
+ public:
+  explicit LaneArray(int64_t size) : values_(size * kLanes<T>) {}
+  Vec<T>& operator[](int64_t i) { return *reinterpret_cast<Vec<T>*>(&values_[i * kLanes<T>]); }
+  const Vec<T>& operator[](int64_t i) const {
+    return *reinterpret_cast<const Vec<T>*>(&values_[i * kLanes<T>]);
+  }
+  void fill(T value) { std::fill(values_.begin(), values_.end(), value); }
+  // Vectors [0, count) copied to vectors [at, at + count) of `dst`.
+  void copy_to(LaneArray& dst, int64_t at, int64_t count) const {
+    std::copy(values_.begin(), values_.begin() + count * kLanes<T>,
+              dst.values_.begin() + at * kLanes<T>);
+  }
+
+ private:
+  std::vector<T> values_;
+};
+
+template <typename T>
+struct SinkhornBlock {
+  SinkhornBlock(int64_t n, int64_t steps)
+      : n(n),
+        in(n * n),
+        l0(n * n),
+        p(n * n),
+        log_offset(2 * n),
+        prod_offset(2 * n),
+        weights(steps * n * n) {}
+
+  // Entry c of line a in a row step (a's row) or a column step (a's column).
+  int64_t entry(bool rows, int64_t a, int64_t c) const { return rows ? a * n + c : c * n + a; }
+
+  int64_t n;
+  LaneArray<T> in;           // (n, n) the logits
+  LaneArray<T> l0, p;        // (n, n) logits - max, and exp(l)
+  LaneArray<T> log_offset;   // (2n) rows then columns: R or C = log_offset + log(prod)
+  LaneArray<T> prod_offset;  // (2n)
+  LaneArray<T> weights;      // (steps, n, n) p after each step, for backward
+};
+
+template <typename T>
+T safe_probability() {
+  return std::sqrt(std::numeric_limits<T>::min());
+}
+
+// Loads tokens [begin, begin + count) of `src` (N, n, n) into the lanes of `dst` (n, n); the lanes
+// past `count` hold zeros (a uniform matrix: finite, and never stored back).
+template <typename T>
+void gather(const T* src, int64_t begin, int64_t count, int64_t nn, LaneArray<T>& dst) {
+  for (int64_t i = 0; i < nn; ++i) {
+    for (int64_t lane = 0; lane < kLanes<T>; ++lane) {
+      dst[i][lane] = lane < count ? src[(begin + lane) * nn + i] : T(0);
     }
   }
 }
 
-// Per token: out = exp(l) after the rounds; weights (2 iters, n, n) the softmax of every step.
 template <typename T>
-void sinkhorn_tokens(int64_t begin, int64_t end, int64_t n, int64_t iters, const T* logits, T* out,
-                     T* weights) {
-  const int64_t nn = n * n;
-  std::vector<T> l(nn), e(n);
-  for (int64_t t = begin; t < end; ++t) {
-    T* p = out + t * nn;  // exp(l), kept up to date by every step
-    const T* in = logits + t * nn;
-    const T max = *std::max_element(in, in + nn);
-    for (int64_t i = 0; i < nn; ++i) {
-      l[i] = in[i] - max;
-      p[i] = std::exp(l[i]);
-    }
-    T* w = weights + t * 2 * iters * nn;
-    for (int64_t r = 0; r < iters; ++r) {
-      normalise(l.data(), p, n, 1, n, e.data());
-      std::copy(p, p + nn, w + (2 * r) * nn);
-      normalise(l.data(), p, n, n, 1, e.data());
-      std::copy(p, p + nn, w + (2 * r + 1) * nn);
-    }
+void scatter(const LaneArray<T>& src, int64_t begin, int64_t count, int64_t nn, T* dst) {
+  for (int64_t i = 0; i < nn; ++i) {
+    for (int64_t lane = 0; lane < count; ++lane) dst[(begin + lane) * nn + i] = src[i][lane];
   }
 }
 
-// Backward of sinkhorn_tokens: dl = dout * out, then through each step in reverse
-// (dl -= weights * sum over the step's line of dl), then through the max subtraction (its
-// gradient goes to the maximal entries, shared equally among ties, as LibTorch's amax does).
+// Line a of the step, for the one token in `lane` whose line has underflowed: formed again from
+// l = l0 - R - C with the stable log-sum-exp, which moves the line's own log offset.
 template <typename T>
-void sinkhorn_backward_tokens(int64_t begin, int64_t end, int64_t n, int64_t iters, const T* logits,
-                              const T* out, const T* weights, const T* grad_out, T* grad_logits) {
-  const int64_t nn = n * n;
-  for (int64_t t = begin; t < end; ++t) {
-    T* dl = grad_logits + t * nn;
-    for (int64_t i = 0; i < nn; ++i) dl[i] = grad_out[t * nn + i] * out[t * nn + i];
-    const T* w = weights + t * 2 * iters * nn;
-    for (int64_t s = 2 * iters - 1; s >= 0; --s) {
-      const bool rows = s % 2 == 0;
-      const int64_t stride = rows ? 1 : n, line_step = rows ? n : 1;
-      for (int64_t a = 0; a < n; ++a) {
-        T sum = 0;
-        for (int64_t b = 0; b < n; ++b) sum += dl[a * line_step + b * stride];
-        for (int64_t b = 0; b < n; ++b) {
-          dl[a * line_step + b * stride] -= w[s * nn + a * line_step + b * stride] * sum;
+void stable_line(SinkhornBlock<T>& b, bool rows, int64_t a, int64_t lane) {
+  const int64_t n = b.n;
+  auto offset = [&](int64_t k) { return b.log_offset[k][lane] + std::log(b.prod_offset[k][lane]); };
+  std::vector<T> l(n);
+  for (int64_t c = 0; c < n; ++c) {
+    const int64_t row = rows ? a : c, col = rows ? c : a;
+    l[c] = b.l0[b.entry(rows, a, c)][lane] - offset(row) - offset(n + col);
+  }
+  const T m = *std::max_element(l.begin(), l.end());
+  T sum = 0;
+  for (int64_t c = 0; c < n; ++c) sum += (l[c] = std::exp(l[c] - m));
+  for (int64_t c = 0; c < n; ++c) b.p[b.entry(rows, a, c)][lane] = l[c] / sum;
+  b.log_offset[rows ? a : n + a][lane] += m + std::log(sum);
+}
+
+// The rounds on a block whose `in` is loaded: p ends as exp(l) after them; with keep_weights each
+// step's p is kept for backward.
+template <typename T>
+SHC_VECTORISED void block_rounds(SinkhornBlock<T>& b, int64_t iters, bool keep_weights) {
+  const int64_t n = b.n, nn = n * n;
+  const T safe = safe_probability<T>(), fold_low = std::sqrt(safe), fold_high = 1 / fold_low;
+  Vec<T> max = b.in[0];
+  for (int64_t i = 1; i < nn; ++i) max = b.in[i] > max ? b.in[i] : max;
+  for (int64_t i = 0; i < nn; ++i) {
+    b.l0[i] = b.in[i] - max;
+    for (int64_t lane = 0; lane < kLanes<T>; ++lane) b.p[i][lane] = std::exp(b.l0[i][lane]);
+  }
+  b.log_offset.fill(0);
+  b.prod_offset.fill(1);
+  for (int64_t s = 0; s < 2 * iters; ++s) {
+    const bool rows = s % 2 == 0;
+    for (int64_t a = 0; a < n; ++a) {
+      Vec<T> largest = b.p[b.entry(rows, a, 0)], sum = {};
+      for (int64_t c = 0; c < n; ++c) {
+        const Vec<T> v = b.p[b.entry(rows, a, c)];
+        largest = v > largest ? v : largest;
+        sum += v;
+      }
+      Vec<T>& prod = b.prod_offset[rows ? a : n + a];
+      const Vec<T> before = prod, inverse = T(1) / sum;
+      for (int64_t c = 0; c < n; ++c) b.p[b.entry(rows, a, c)] *= inverse;
+      prod *= sum;
+      // Rare: an underflowed line, or a product to fold (lane by lane).
+      if (kernels::lane_min<T>(largest) >= safe && kernels::lane_min<T>(prod) >= fold_low &&
+          kernels::lane_max<T>(prod) <= fold_high) {
+        continue;
+      }
+      for (int64_t lane = 0; lane < kLanes<T>; ++lane) {
+        if (!(largest[lane] >= safe)) {
+          prod[lane] = before[lane];
+          stable_line(b, rows, a, lane);
+        } else if (prod[lane] < fold_low || prod[lane] > fold_high) {
+          b.log_offset[rows ? a : n + a][lane] += std::log(prod[lane]);
+          prod[lane] = 1;
         }
       }
     }
-    const T* in = logits + t * nn;
-    const T max = *std::max_element(in, in + nn);
-    T total = 0;
-    int64_t ties = 0;
+    if (keep_weights) b.p.copy_to(b.weights, s * nn, nn);
+  }
+}
+
+// Forward for tokens [begin, end): out = exp(l) after the rounds.
+template <typename T>
+void sinkhorn_tokens(int64_t begin, int64_t end, int64_t n, int64_t iters, const T* logits,
+                     T* out) {
+  SinkhornBlock<T> b(n, 0);
+  for (int64_t t = begin; t < end; t += kLanes<T>) {
+    const int64_t count = std::min(kLanes<T>, end - t);
+    gather(logits, t, count, n * n, b.in);
+    block_rounds(b, iters, /*keep_weights=*/false);
+    scatter(b.p, t, count, n * n, out);
+  }
+}
+
+// Backward for tokens [begin, end): the rounds again, keeping each step's weights for the block
+// only (40 KB at n = 4 and 20 rounds in fp32, where saving them in forward would keep
+// 2 * iters * n * n values per token alive until backward), then dl = dout * out, then through each
+// step in reverse (dl -= weights * sum over the step's line of dl), then through the max
+// subtraction (its gradient goes to the maximal entries, shared equally among ties, as LibTorch's
+// amax does).
+template <typename T>
+SHC_VECTORISED void sinkhorn_backward_tokens(int64_t begin, int64_t end, int64_t n, int64_t iters,
+                                             const T* logits, const T* grad_out, T* grad_logits) {
+  const int64_t nn = n * n;
+  SinkhornBlock<T> b(n, 2 * iters);
+  LaneArray<T> dl(nn);
+  for (int64_t t = begin; t < end; t += kLanes<T>) {
+    const int64_t count = std::min(kLanes<T>, end - t);
+    gather(logits, t, count, nn, b.in);
+    block_rounds(b, iters, /*keep_weights=*/true);
+    gather(grad_out, t, count, nn, dl);
+    for (int64_t i = 0; i < nn; ++i) dl[i] *= b.p[i];
+    for (int64_t s = 2 * iters - 1; s >= 0; --s) {
+      const bool rows = s % 2 == 0;
+      const int64_t w = s * nn;
+      for (int64_t a = 0; a < n; ++a) {
+        Vec<T> sum = {};
+        for (int64_t c = 0; c < n; ++c) sum += dl[b.entry(rows, a, c)];
+        for (int64_t c = 0; c < n; ++c)
+          dl[b.entry(rows, a, c)] -= b.weights[w + b.entry(rows, a, c)] * sum;
+      }
+    }
+    Vec<T> max = b.in[0], total = {}, ties = {};
+    for (int64_t i = 1; i < nn; ++i) max = b.in[i] > max ? b.in[i] : max;
     for (int64_t i = 0; i < nn; ++i) {
       total += dl[i];
-      ties += in[i] == max;
+      ties += b.in[i] == max ? Vec<T>{} + T(1) : Vec<T>{};
     }
-    for (int64_t i = 0; i < nn; ++i) {
-      if (in[i] == max) dl[i] -= total / static_cast<T>(ties);
-    }
+    const Vec<T> share = total / ties;
+    for (int64_t i = 0; i < nn; ++i) dl[i] = b.in[i] == max ? dl[i] - share : dl[i];
+    scatter(dl, t, count, nn, grad_logits);
   }
 }
 
@@ -137,32 +247,29 @@ struct FusedSinkhorn : torch::autograd::Function<FusedSinkhorn> {
     auto in = logits.contiguous();
     const int64_t tokens = in.numel() / (n * n);
     auto out = torch::empty_like(in);
-    auto weights = torch::empty({tokens, 2 * iters, n, n}, in.options());
     AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "sinkhorn", [&] {
       at::parallel_for(0, tokens, sinkhorn_grain(n, iters), [&](int64_t b, int64_t e) {
         sinkhorn_tokens<scalar_t>(b, e, n, iters, in.const_data_ptr<scalar_t>(),
-                                  out.mutable_data_ptr<scalar_t>(),
-                                  weights.mutable_data_ptr<scalar_t>());
+                                  out.mutable_data_ptr<scalar_t>());
       });
     });
-    ctx->save_for_backward({in, out, weights});
+    // Only the logits: backward runs the rounds again for their weights.
+    ctx->save_for_backward({in});
     ctx->saved_data["iters"] = iters;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const auto &in = saved[0], &out = saved[1], &weights = saved[2];
+    const auto in = ctx->get_saved_variables()[0];
     const int64_t iters = ctx->saved_data["iters"].toInt(), n = in.size(-1);
     const int64_t tokens = in.numel() / (n * n);
     auto grad_out = grads[0].contiguous();
     auto grad = torch::empty_like(in);
     AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "sinkhorn_backward", [&] {
       at::parallel_for(0, tokens, sinkhorn_grain(n, iters), [&](int64_t b, int64_t e) {
-        sinkhorn_backward_tokens<scalar_t>(
-            b, e, n, iters, in.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(),
-            weights.const_data_ptr<scalar_t>(), grad_out.const_data_ptr<scalar_t>(),
-            grad.mutable_data_ptr<scalar_t>());
+        sinkhorn_backward_tokens<scalar_t>(b, e, n, iters, in.const_data_ptr<scalar_t>(),
+                                           grad_out.const_data_ptr<scalar_t>(),
+                                           grad.mutable_data_ptr<scalar_t>());
       });
     });
     return {grad, torch::Tensor()};

@@ -1,9 +1,10 @@
 // Sinkhorn-Knopp normalisation of exp(logits) for mHC's H_res (mhc_router.h), in the log domain.
 // Two implementations with one result: the composed LibTorch ops (the reference, and what GPUs
-// run) and, on CPU in float or double, one custom autograd function over a per-token kernel. The
-// composed form costs two log-sum-exp ops per round over the whole (tokens, n, n) batch and saves
-// their intermediates; the kernel keeps each token's n x n matrix in cache for all rounds and
-// saves only the row and column weights that backward needs.
+// run) and, on CPU in float or double, one custom autograd function over a kernel that runs a
+// vector's worth of tokens side by side (one per lane). The composed form costs two log-sum-exp
+// ops per round over the whole (tokens, n, n) batch and saves their intermediates; the kernel
+// keeps a block of tokens' matrices in registers and cache for all rounds and saves only the
+// logits: backward runs the rounds again for the weights it needs.
 #pragma once
 
 #include <torch/types.h>
