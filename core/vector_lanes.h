@@ -1,6 +1,6 @@
 // 64-byte vectors for the hand-written CPU kernels (stream_kernels.cpp, routing/sinkhorn.cpp): GCC
 // vector types that each target clone lowers to its own registers. Internal to those kernel
-// files; nothing here is part of an interface.
+// files (not installed); nothing here is part of an interface.
 #pragma once
 
 #include <cstdint>
@@ -62,19 +62,41 @@ struct Halving {
   }
 };
 
+// The combining steps, as functors whose call is always inlined like every other helper here (a
+// lambda's call is inlined only when the optimiser chooses to, and the Vec halves must not cross
+// a call between a target clone and baseline code).
+struct Plus {
+  template <typename V>
+  SHC_INLINE V operator()(V a, V b) const {
+    return a + b;
+  }
+};
+struct Min {
+  template <typename V>
+  SHC_INLINE V operator()(V a, V b) const {
+    return a < b ? a : b;
+  }
+};
+struct Max {
+  template <typename V>
+  SHC_INLINE V operator()(V a, V b) const {
+    return a > b ? a : b;
+  }
+};
+
 template <typename T>
 SHC_INLINE T lane_sum(Vec<T> v) {
-  return Halving<T, sizeof(Vec<T>)>::reduce(v, [](auto a, auto b) { return a + b; });
+  return Halving<T, sizeof(Vec<T>)>::reduce(v, Plus{});
 }
 
 template <typename T>
 SHC_INLINE T lane_min(Vec<T> v) {
-  return Halving<T, sizeof(Vec<T>)>::reduce(v, [](auto a, auto b) { return a < b ? a : b; });
+  return Halving<T, sizeof(Vec<T>)>::reduce(v, Min{});
 }
 
 template <typename T>
 SHC_INLINE T lane_max(Vec<T> v) {
-  return Halving<T, sizeof(Vec<T>)>::reduce(v, [](auto a, auto b) { return a > b ? a : b; });
+  return Halving<T, sizeof(Vec<T>)>::reduce(v, Max{});
 }
 
 }  // namespace shc::kernels

@@ -94,9 +94,10 @@ TEST(Sinkhorn, DoublyStochasticAfterTwentyIterations) {
   }
 }
 
-// The per-token kernel (the default on CPU) against the composed reference ops: values and
+// The lane-parallel kernel (the default on CPU) against the composed reference ops: values and
 // gradients, every round count including none, wide spreads, exact ties for the max (constant
-// logits), fp64 and fp32.
+// logits), fp64 and fp32. A spread of 100 sends fp32 lines through the stable path and running
+// products through their folds; fp64 needs a spread of 800 for the same.
 TEST(Sinkhorn, FusedKernelEqualsComposedReference) {
   torch::manual_seed(12);
   for (auto dtype : {torch::kDouble, torch::kFloat}) {
@@ -108,6 +109,7 @@ TEST(Sinkhorn, FusedKernelEqualsComposedReference) {
         auto logits = torch::randn({6, 5, n, n}, dtype) * 2;
         logits[0][0].fill_(0.5);                          // every entry ties for the max
         logits[1] += torch::linspace(-50, 50, n, dtype);  // a spread of 100 along rows
+        if (dtype == torch::kDouble) logits[2] += torch::linspace(-400, 400, n, dtype);
         auto cotangent = torch::randn_like(logits);
         std::vector<torch::Tensor> values, grads;
         for (auto ops : {StreamOps::kFused, StreamOps::kComposed}) {
@@ -161,6 +163,20 @@ TEST(SparseMixing, FusedKernelEqualsComposedReference) {
               << what;
         }
       }
+    }
+  }
+}
+
+TEST(Sinkhorn, NegativeRoundsAreAnError) {
+  for (auto ops : {StreamOps::kFused, StreamOps::kComposed}) {
+    try {
+      sinkhorn_knopp(torch::zeros({3, 4, 4}), -1, ops);
+      ADD_FAILURE() << "expected an error";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what_without_backtrace())
+                    .find("sinkhorn_knopp: iters must be >= 0, got -1"),
+                std::string::npos)
+          << e.what_without_backtrace();
     }
   }
 }

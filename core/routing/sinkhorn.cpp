@@ -281,6 +281,7 @@ struct FusedSinkhorn : torch::autograd::Function<FusedSinkhorn> {
 torch::Tensor sinkhorn_knopp(const torch::Tensor& logits, int64_t iters, StreamOps ops) {
   TORCH_CHECK(logits.dim() >= 2 && logits.size(-1) == logits.size(-2),
               "sinkhorn_knopp: logits must be (..., n, n), got ", logits.sizes());
+  TORCH_CHECK(iters >= 0, "sinkhorn_knopp: iters must be >= 0, got ", iters);
   auto l = at_least_fp32(logits);
   if (fused_kernels_apply(l, ops) && l.numel() > 0) {
     return FusedSinkhorn::apply(l, iters);
