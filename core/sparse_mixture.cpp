@@ -93,6 +93,12 @@ void mix_backward_tokens(int64_t begin, int64_t end, int64_t k_bases, int64_t nn
   }
 }
 
+// Tokens per parallel task: a token's work runs over every basis's n x n values (forward: the
+// mixture; backward: <dH, Q_k>), so K * n * n values per token.
+int64_t mix_grain(int64_t k_bases, int64_t nn) {
+  return kernels::grain(k_bases * nn);
+}
+
 // Outputs alpha (..., K) and H_res (..., n, n); saves alpha (an output) and the bases in the
 // logits' dtype. dQ = alpha^T dH is one GEMM over the tokens.
 struct FusedSparseMixing : torch::autograd::Function<FusedSparseMixing> {
@@ -105,7 +111,7 @@ struct FusedSparseMixing : torch::autograd::Function<FusedSparseMixing> {
     auto alpha = torch::empty_like(z);
     auto h = torch::empty({tokens, n, n}, z.options());
     AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "sparse_mix", [&] {
-      at::parallel_for(0, tokens, kernels::grain(nn), [&](int64_t b, int64_t e) {
+      at::parallel_for(0, tokens, mix_grain(k_bases, nn), [&](int64_t b, int64_t e) {
         mix_tokens<scalar_t>(b, e, k_bases, top_k, nn, z.const_data_ptr<scalar_t>(),
                              q.const_data_ptr<scalar_t>(), alpha.mutable_data_ptr<scalar_t>(),
                              h.mutable_data_ptr<scalar_t>());
@@ -136,7 +142,7 @@ struct FusedSparseMixing : torch::autograd::Function<FusedSparseMixing> {
       auto ptr = [](const torch::Tensor& t) {
         return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
       };
-      at::parallel_for(0, tokens, kernels::grain(nn), [&](int64_t b, int64_t e) {
+      at::parallel_for(0, tokens, mix_grain(k_bases, nn), [&](int64_t b, int64_t e) {
         mix_backward_tokens<scalar_t>(b, e, k_bases, nn, ptr(grad_h), ptr(grad_alpha), ptr(q),
                                       ptr(alpha), grad_logits.mutable_data_ptr<scalar_t>());
       });
