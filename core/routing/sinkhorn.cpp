@@ -77,9 +77,11 @@ struct SinkhornBlock {
         in(n * n),
         l0(n * n),
         p(n * n),
+        max(1),
         log_offset(2 * n),
         prod_offset(2 * n),
-        weights(steps * n * n) {}
+        weights(steps * n * n),
+        line(n) {}
 
   // Entry c of line a in a row step (a's row) or a column step (a's column).
   int64_t entry(bool rows, int64_t a, int64_t c) const { return rows ? a * n + c : c * n + a; }
@@ -87,9 +89,11 @@ struct SinkhornBlock {
   int64_t n;
   LaneArray<T> in;           // (n, n) the logits
   LaneArray<T> l0, p;        // (n, n) logits - max, and exp(l)
+  LaneArray<T> max;          // (1) each token's largest logit
   LaneArray<T> log_offset;   // (2n) rows then columns: R or C = log_offset + log(prod)
   LaneArray<T> prod_offset;  // (2n)
   LaneArray<T> weights;      // (steps, n, n) p after each step, for backward
+  std::vector<T> line;       // (n) one token's line on the stable path
 };
 
 template <typename T>
@@ -121,7 +125,7 @@ template <typename T>
 void stable_line(SinkhornBlock<T>& b, bool rows, int64_t a, int64_t lane) {
   const int64_t n = b.n;
   auto offset = [&](int64_t k) { return b.log_offset[k][lane] + std::log(b.prod_offset[k][lane]); };
-  std::vector<T> l(n);
+  std::vector<T>& l = b.line;
   for (int64_t c = 0; c < n; ++c) {
     const int64_t row = rows ? a : c, col = rows ? c : a;
     l[c] = b.l0[b.entry(rows, a, c)][lane] - offset(row) - offset(n + col);
@@ -139,7 +143,8 @@ template <typename T>
 SHC_VECTORISED void block_rounds(SinkhornBlock<T>& b, int64_t iters, bool keep_weights) {
   const int64_t n = b.n, nn = n * n;
   const T safe = safe_probability<T>(), fold_low = std::sqrt(safe), fold_high = 1 / fold_low;
-  Vec<T> max = b.in[0];
+  Vec<T>& max = b.max[0];
+  max = b.in[0];
   for (int64_t i = 1; i < nn; ++i) max = b.in[i] > max ? b.in[i] : max;
   for (int64_t i = 0; i < nn; ++i) {
     b.l0[i] = b.in[i] - max;
@@ -220,8 +225,8 @@ SHC_VECTORISED void sinkhorn_backward_tokens(int64_t begin, int64_t end, int64_t
           dl[b.entry(rows, a, c)] -= b.weights[w + b.entry(rows, a, c)] * sum;
       }
     }
-    Vec<T> max = b.in[0], total = {}, ties = {};
-    for (int64_t i = 1; i < nn; ++i) max = b.in[i] > max ? b.in[i] : max;
+    const Vec<T> max = b.max[0];
+    Vec<T> total = {}, ties = {};
     for (int64_t i = 0; i < nn; ++i) {
       total += dl[i];
       ties += b.in[i] == max ? Vec<T>{} + T(1) : Vec<T>{};
