@@ -107,23 +107,18 @@ struct StreamProjection : torch::autograd::Function<StreamProjection> {
     const auto &x = saved[0], &weight = saved[1], &inv_rms = saved[2], &products = saved[3];
     const double count = static_cast<double>(ctx->saved_data["count"].toInt());
     auto x3 = tokens(x, 2);
-    auto flat = x3.view({x3.size(0), -1});
-    auto g = grads[0].reshape({flat.size(0), -1});
+    auto g = grads[0].reshape({x3.size(0), -1});
     auto coef = (g * inv_rms.unsqueeze(1)).contiguous();
     // Whatever read and write left joins this pass; anything later goes through autograd.
     StateGradientLink::Parts parts;
     if (auto link = saved_link(ctx)) parts = link->take();
-    torch::Tensor grad_x, grad_w;
-    if (ctx->needs_input_grad(0)) {
-      // d inv_rms / dX = -inv_rms^3 X / count.
-      auto scale = (-(g * products).sum(1) * inv_rms.pow(3) / count).contiguous();
-      auto grad = at::mm(coef, weight).view(x3.sizes());
-      kernels::stream_state_gradient(grad, x3, scale, parts.pre, parts.grad_u, parts.res,
-                                     parts.grad_out);
-      grad_x = grad.view(x.sizes());
-    }
-    if (ctx->needs_input_grad(1)) grad_w = at::mm(coef.t(), flat);
-    return {grad_x, grad_w, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    // d inv_rms / dX = -inv_rms^3 X / count.
+    auto scale = (-(g * products).sum(1) * inv_rms.pow(3) / count).contiguous();
+    auto grads_x_w = kernels::stream_projection_backward(
+        coef, weight.contiguous(), x3, scale, parts.pre, parts.grad_u, parts.res, parts.grad_out,
+        ctx->needs_input_grad(0), ctx->needs_input_grad(1));
+    auto grad_x = grads_x_w.x.defined() ? grads_x_w.x.view(x.sizes()) : torch::Tensor();
+    return {grad_x, grads_x_w.weight, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 

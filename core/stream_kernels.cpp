@@ -2,7 +2,10 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -106,7 +109,7 @@ SHC_INLINE void state_gradient_vectors(T* __restrict o, const T* __restrict xj, 
 }
 
 // dX[t,j] += scale[t] X[t,j] + pre[t,j] du[t] + sum_i res[t,i,j] dX'[t,i]
-// (stream_state_gradient), summed in registers in that order (the tail in the same order).
+// (stream_projection_backward), summed in registers in that order (the tail in the same order).
 template <typename T>
 SHC_VECTORISED void state_gradient_tokens(int64_t begin, int64_t end, int64_t k, int64_t d,
                                           int64_t r, const T* x, const T* scale, const T* pre,
@@ -143,6 +146,17 @@ template <typename T>
 SHC_VECTORISED void sum_of_squares_tokens(int64_t begin, int64_t end, int64_t kd, const T* x,
                                           T* out) {
   for (int64_t t = begin; t < end; ++t) out[t] = dot(x + t * kd, x + t * kd, kd);
+}
+
+// out[e] = sum_c partial[c * size + e], c = 0, 1, ... in order, for e in [begin, end).
+template <typename T>
+SHC_VECTORISED void sum_chunks(int64_t begin, int64_t end, int64_t chunks, int64_t size,
+                               const T* __restrict partial, T* __restrict out) {
+  for (int64_t e = begin; e < end; ++e) out[e] = partial[e];
+  for (int64_t c = 1; c < chunks; ++c) {
+    const T* p = partial + c * size;
+    for (int64_t e = begin; e < end; ++e) out[e] += p[e];
+  }
 }
 
 template <typename T>
@@ -240,15 +254,24 @@ at::Tensor stream_sum_of_squares(const at::Tensor& x) {
   return out;
 }
 
-void stream_state_gradient(at::Tensor& grad_x, const at::Tensor& x, const at::Tensor& scale,
-                           const at::Tensor& pre, const at::Tensor& grad_u, const at::Tensor& res,
-                           const at::Tensor& grad_out) {
+// stream_projection_backward's token blocks: dW's partial sums cover fixed chunks of kChunkTokens
+// tokens (the thread count only decides which thread sums which chunk), each in GEMM blocks of
+// about kBlockValues state values (X and dX of a block, 1 MB in fp32, stay in a core's cache).
+constexpr int64_t kChunkTokens = 256;
+constexpr int64_t kBlockValues = int64_t{1} << 17;
+
+ProjectionGradients stream_projection_backward(const at::Tensor& coef, const at::Tensor& weight,
+                                               const at::Tensor& x, const at::Tensor& scale,
+                                               const at::Tensor& pre, const at::Tensor& grad_u,
+                                               const at::Tensor& res, const at::Tensor& grad_out,
+                                               bool with_x, bool with_w) {
   check_state(x);
-  const int64_t n = x.size(0), k = x.size(1), d = x.size(2);
-  check_operand(grad_x, x, {n, k, d}, "grad_x");
+  const int64_t n = x.size(0), k = x.size(1), d = x.size(2), kd = k * d, m = weight.size(0);
+  check_operand(coef, x, {n, m}, "coef");
+  check_operand(weight, x, {m, kd}, "weight");
   check_operand(scale, x, {n}, "scale");
   TORCH_CHECK(pre.defined() == grad_u.defined() && res.defined() == grad_out.defined(),
-              "stream_state_gradient: pre and grad_u, res and grad_out come in pairs");
+              "stream_projection_backward: pre and grad_u, res and grad_out come in pairs");
   if (pre.defined()) {
     check_operand(pre, x, {n, k}, "pre");
     check_operand(grad_u, x, {n, d}, "grad_u");
@@ -258,15 +281,61 @@ void stream_state_gradient(at::Tensor& grad_x, const at::Tensor& x, const at::Te
     check_operand(res, x, {n, r, k}, "res");
     check_operand(grad_out, x, {n, r, d}, "grad_out");
   }
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stream_state_gradient", [&] {
+  ProjectionGradients g;
+  if (with_x) g.x = at::empty_like(x);
+  if (!with_x && !with_w) return g;
+  const int64_t chunks = (n + kChunkTokens - 1) / kChunkTokens;
+  const int64_t block = std::clamp<int64_t>(kBlockValues / kd, 1, kChunkTokens);
+  // One (m, k*d) partial dW per chunk; a chunk's blocks add to it in order.
+  auto partial = with_w ? at::empty({chunks, m, kd}, x.options()) : at::Tensor();
+  const auto flat_x = x.view({n, kd});
+  const auto flat_grad = with_x ? g.x.view({n, kd}) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stream_projection_backward", [&] {
     auto ptr = [](const at::Tensor& t) {
       return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
     };
-    at::parallel_for(0, n, grain((2 * k + r + 1) * d), [&](int64_t b, int64_t e) {
-      state_gradient_tokens<scalar_t>(b, e, k, d, r, ptr(x), ptr(scale), ptr(pre), ptr(grad_u),
-                                      ptr(res), ptr(grad_out), grad_x.mutable_data_ptr<scalar_t>());
+    at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+      // Plain kernels: autograd's mode is per thread, and a worker thread's would see operands
+      // that require grad (the saved inputs) and refuse the out= GEMMs.
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      for (int64_t c = c_begin; c < c_end; ++c) {
+        const int64_t chunk_end = std::min(n, (c + 1) * kChunkTokens);
+        for (int64_t t = c * kChunkTokens; t < chunk_end; t += block) {
+          const int64_t len = std::min(block, chunk_end - t);
+          const auto coef_block = coef.narrow(0, t, len);
+          const auto x_block = flat_x.narrow(0, t, len);
+          if (with_x) {
+            auto grad_block = flat_grad.narrow(0, t, len);
+            at::mm_out(grad_block, coef_block, weight);
+            state_gradient_tokens<scalar_t>(t, t + len, k, d, r, ptr(x), ptr(scale), ptr(pre),
+                                            ptr(grad_u), ptr(res), ptr(grad_out),
+                                            g.x.mutable_data_ptr<scalar_t>());
+          }
+          if (with_w) {
+            auto p = partial.select(0, c);
+            if (t == c * kChunkTokens) {
+              at::mm_out(p, coef_block.t(), x_block);
+            } else {
+              p.addmm_(coef_block.t(), x_block);
+            }
+          }
+        }
+      }
     });
+    if (with_w) {
+      g.weight = at::empty({m, kd}, x.options());
+      const int64_t size = m * kd;
+      if (chunks == 0) {
+        g.weight.zero_();
+      } else {
+        at::parallel_for(0, size, grain(chunks), [&](int64_t b, int64_t e) {
+          sum_chunks<scalar_t>(b, e, chunks, size, ptr(partial),
+                               g.weight.mutable_data_ptr<scalar_t>());
+        });
+      }
+    }
   });
+  return g;
 }
 
 at::Tensor stream_read(const at::Tensor& x, const at::Tensor& pre) {

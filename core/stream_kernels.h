@@ -22,15 +22,24 @@ int64_t grain(int64_t values_per_token);
 // sum_{j,e} X[t,j,e]^2 per token: (N, k, d) -> (N).
 at::Tensor stream_sum_of_squares(const at::Tensor& x);
 
-// Adds the rest of X's gradient from one hyper-connection to grad_x, which holds the projection's
-// part coef W on entry (one GEMM; a per-token W term would re-read W from cache for every token),
-// in one sweep:
-//   dX[t,j] += scale[t] X[t,j] + pre[t,j] du[t] + sum_i res[t,i,j] dX'[t,i]
-// x, grad_x (N, k, d), scale (N); the read part (pre (N, k), grad_u (N, d)) and the write part
-// (res (N, r, k), grad_out (N, r, d)) may each be undefined (absent).
-void stream_state_gradient(at::Tensor& grad_x, const at::Tensor& x, const at::Tensor& scale,
-                           const at::Tensor& pre, const at::Tensor& grad_u, const at::Tensor& res,
-                           const at::Tensor& grad_out);
+// The projection's backward (raw = vec X W^T * inv_rms), with the rest of X's gradient from one
+// hyper-connection, so that dX is written once:
+//   dX[t,j] = (coef[t] W)[j] + scale[t] X[t,j] + pre[t,j] du[t] + sum_i res[t,i,j] dX'[t,i]
+//   dW      = sum_t coef[t]^T vec X[t]
+// coef (N, m), weight (m, k*d), x (N, k, d), scale (N); the read part (pre (N, k), grad_u (N, d))
+// and the write part (res (N, r, k), grad_out (N, r, d)) may each be undefined (absent).
+// It runs block by block of tokens (GEMM, sweep, GEMM), so a block's X and dX are still in the
+// core's cache for the next step rather than swept three times over the whole state. dW sums
+// fixed chunks of tokens in a fixed order: its bits do not depend on the thread count.
+struct ProjectionGradients {
+  at::Tensor x;       // (N, k, d) (undefined unless with_x)
+  at::Tensor weight;  // (m, k*d)  (undefined unless with_w)
+};
+ProjectionGradients stream_projection_backward(const at::Tensor& coef, const at::Tensor& weight,
+                                               const at::Tensor& x, const at::Tensor& scale,
+                                               const at::Tensor& pre, const at::Tensor& grad_u,
+                                               const at::Tensor& res, const at::Tensor& grad_out,
+                                               bool with_x, bool with_w);
 
 // u = H_pre X: x (N, k, d), pre (N, k) -> (N, d).
 at::Tensor stream_read(const at::Tensor& x, const at::Tensor& pre);

@@ -226,13 +226,53 @@ TEST(FusedRouting, CentralDifferencesMatchTheBackwardKernels) {
       "write (rectangular)");
 }
 
+// The projection's backward works in token chunks (dW's partial sums) and, within a chunk, in GEMM
+// blocks sized by k*d: with 600 tokens of 4 x 301 values there are three chunks, the last one
+// short, of three blocks each, the last one short. It must equal the formula, term by term. The
+// chunks run on two threads, and X and W require grad as autograd's saved inputs do (a worker
+// thread's autograd mode must not see them).
+TEST(FusedRouting, ProjectionBackwardBlocksEqualTheFormula) {
+  torch::manual_seed(5);
+  const auto f64 = torch::kDouble;
+  const int64_t tokens = 600, k = 4, r = 3, d = 301, m = 6;
+  const int threads = torch::get_num_threads();
+  torch::set_num_threads(2);
+  auto x = torch::randn({tokens, k, d}, f64).requires_grad_(true);
+  auto weight = torch::randn({m, k * d}, f64).requires_grad_(true);
+  auto coef = torch::randn({tokens, m}, f64), scale = torch::randn({tokens}, f64);
+  auto pre = torch::randn({tokens, k}, f64), grad_u = torch::randn({tokens, d}, f64);
+  auto res = torch::randn({tokens, r, k}, f64), grad_out = torch::randn({tokens, r, d}, f64);
+  torch::NoGradGuard no_grad;  // as in a backward pass
+  auto expected_x = torch::mm(coef, weight).view({tokens, k, d}) + scale.view({-1, 1, 1}) * x +
+                    pre.unsqueeze(-1) * grad_u.unsqueeze(1) +
+                    torch::matmul(res.transpose(1, 2), grad_out);
+  auto expected_w = torch::mm(coef.t(), x.view({tokens, -1}));
+  auto g = kernels::stream_projection_backward(coef, weight, x, scale, pre, grad_u, res, grad_out,
+                                               true, true);
+  EXPECT_TRUE(torch::allclose(g.x, expected_x, 1e-12, 1e-10));
+  EXPECT_TRUE(torch::allclose(g.weight, expected_w, 1e-12, 1e-10));
+  // Without the read and write parts, and each gradient alone.
+  auto only_x =
+      kernels::stream_projection_backward(coef, weight, x, scale, {}, {}, {}, {}, true, false);
+  EXPECT_TRUE(torch::allclose(
+      only_x.x, torch::mm(coef, weight).view({tokens, k, d}) + scale.view({-1, 1, 1}) * x, 1e-12,
+      1e-10));
+  EXPECT_FALSE(only_x.weight.defined());
+  auto only_w =
+      kernels::stream_projection_backward(coef, weight, x, scale, {}, {}, {}, {}, false, true);
+  EXPECT_FALSE(only_w.x.defined());
+  EXPECT_TRUE(torch::equal(only_w.weight, g.weight));
+  torch::set_num_threads(threads);
+}
+
 // The kernels split tokens between threads, and each output is summed in a fixed order: the
 // same bits on one thread as on three (an uneven split). Enough tokens that every kernel's grain
 // is exceeded, so the threaded path runs.
 TEST(FusedRouting, KernelsGiveTheSameBitsOnAnyThreadCount) {
   torch::manual_seed(4);
   const int64_t tokens = 3000, k = 4, m = 3, d = 37;
-  auto x = torch::randn({tokens, k, d}), grad_x = torch::randn({tokens, k, d});
+  auto x = torch::randn({tokens, k, d}), coef = torch::randn({tokens, 5});
+  auto weight = torch::randn({5, k * d});
   auto pre = torch::randn({tokens, k}), res = torch::randn({tokens, m, k});
   auto post = torch::randn({tokens, m}), y = torch::randn({tokens, d});
   auto grad_u = torch::randn({tokens, d}), grad_out = torch::randn({tokens, m, d});
@@ -244,9 +284,9 @@ TEST(FusedRouting, KernelsGiveTheSameBitsOnAnyThreadCount) {
     auto r = kernels::stream_read_backward(grad_u, x, pre, true);
     auto w = kernels::stream_write_backward(grad_out, x, res, post, y, true);
     out.insert(out.end(), {r.x, r.pre, w.x, w.res, w.post, w.y});
-    auto g = grad_x.clone();
-    kernels::stream_state_gradient(g, x, scale, pre, grad_u, res, grad_out);
-    out.push_back(g);
+    auto p = kernels::stream_projection_backward(coef, weight, x, scale, pre, grad_u, res, grad_out,
+                                                 true, true);
+    out.insert(out.end(), {p.x, p.weight});
     auto l = logits.clone().requires_grad_(true);
     auto h = sinkhorn_knopp(l, 20);
     h.backward(torch::ones_like(h));
