@@ -2,9 +2,7 @@
 
 #include <torch/torch.h>
 
-#include "precision.h"
-
-#include <cmath>
+#include "rotary_embedding.h"
 
 namespace shc {
 
@@ -17,19 +15,6 @@ KVCache::KVCache(const ModelConfig& cfg, int64_t batch, int64_t capacity_,
     c.v = torch::empty_like(c.k);
     layers.push_back(std::move(c));
   }
-}
-
-torch::Tensor apply_rotary(const torch::Tensor& x, int64_t offset, double base) {
-  const int64_t t = x.size(-2), half = x.size(-1) / 2;
-  auto xf = at_least_fp32(x);
-  auto opts = torch::TensorOptions().dtype(xf.scalar_type()).device(x.device());
-  // theta_i = base^(-2i/head_dim), angle(p, i) = p * theta_i
-  auto inv_freq = torch::pow(base, -torch::arange(0, half, opts) / double(half));
-  auto angles = torch::outer(torch::arange(offset, offset + t, opts), inv_freq);
-  auto cos = torch::cat({angles.cos(), angles.cos()}, -1);
-  auto sin = torch::cat({angles.sin(), angles.sin()}, -1);
-  auto rotated = torch::cat({-xf.narrow(-1, half, half), xf.narrow(-1, 0, half)}, -1);
-  return (xf * cos + rotated * sin).to(x.scalar_type());
 }
 
 MultiHeadAttentionImpl::MultiHeadAttentionImpl(const ModelConfig& cfg)

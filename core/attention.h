@@ -27,9 +27,6 @@ struct KVCache {
   int64_t length() const { return layers.empty() ? 0 : layers.front().length; }
 };
 
-// Rotates x (batch, heads, T, head_dim) by the rotary angles of positions offset .. offset+T-1.
-torch::Tensor apply_rotary(const torch::Tensor& x, int64_t offset, double base);
-
 class MultiHeadAttentionImpl : public torch::nn::Module {
  public:
   explicit MultiHeadAttentionImpl(const ModelConfig& cfg);

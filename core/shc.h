@@ -13,6 +13,7 @@
 #include "hyper_connections.h"
 #include "inject.h"
 #include "rms_norm.h"
+#include "rotary_embedding.h"
 #include "routing/hc_router.h"
 #include "routing/history_router.h"
 #include "routing/mhc_router.h"
