@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "swiglu.h"
+
 namespace shc {
 
 FeedForwardImpl::FeedForwardImpl(int64_t hidden_dim, int64_t ffn_dim) {
@@ -12,8 +14,7 @@ FeedForwardImpl::FeedForwardImpl(int64_t hidden_dim, int64_t ffn_dim) {
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  auto gu = gate_up(x).chunk(2, -1);
-  return down(torch::silu(gu[0]) * gu[1]);
+  return down(swiglu(gate_up(x)));
 }
 
 }  // namespace shc

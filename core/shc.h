@@ -26,4 +26,5 @@
 #include "ssm_block.h"
 #include "ssm_config.h"
 #include "ssm_student.h"
+#include "swiglu.h"
 #include "transformer.h"

@@ -99,4 +99,63 @@ SHC_INLINE T lane_max(Vec<T> v) {
   return Halving<T, sizeof(Vec<T>)>::reduce(v, Max{});
 }
 
+// Lane-wise exp, to about 2 ulp (float) or 1e-14 relative (double); inputs clamped to the
+// range whose results are finite normal numbers ([-87.3, 88] or [-708, 709]), so exp of a very
+// negative input is the smallest normal number rather than 0. Cody-Waite reduction x = n ln2 + r,
+// |r| <= ln2 / 2, then exp(r) by polynomial (float: Cephes expf's minimax coefficients; double:
+// Taylor to r^11, whose remainder is below 1e-14 there), times 2^n built in the exponent bits.
+template <typename T>
+struct ExpConstants;
+template <>
+struct ExpConstants<float> {
+  using Int = int32_t;
+  static constexpr float lo = -87.33654f, hi = 88.0f;
+  static constexpr float round = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  static constexpr int shift = 23, bias = 127;
+};
+template <>
+struct ExpConstants<double> {
+  using Int = int64_t;
+  static constexpr double lo = -708.0, hi = 709.0;
+  static constexpr double round = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double ln2_hi = 6.93145751953125e-1, ln2_lo = 1.42860682030941723212e-6;
+  static constexpr int shift = 52, bias = 1023;
+};
+
+template <typename T>
+SHC_INLINE Vec<T> exp(Vec<T> x) {
+  using C = ExpConstants<T>;
+  typedef typename C::Int IntVec __attribute__((vector_size(64), aligned(sizeof(T))));
+  constexpr T log2e = T(1.4426950408889634);
+  x = x < C::lo ? Vec<T>{} + C::lo : x;
+  x = x > C::hi ? Vec<T>{} + C::hi : x;
+  const Vec<T> n = (x * log2e + C::round) - C::round;
+  const Vec<T> r = (x - n * C::ln2_hi) - n * C::ln2_lo;
+  Vec<T> p;
+  if constexpr (sizeof(T) == 4) {
+    p = Vec<T>{} + T(1.9875691500e-4);
+    p = p * r + T(1.3981999507e-3);
+    p = p * r + T(8.3334519073e-3);
+    p = p * r + T(4.1665795894e-2);
+    p = p * r + T(1.6666665459e-1);
+    p = p * r + T(5.0000001201e-1);
+    p = p * r * r + r + T(1);
+  } else {
+    // 1 + r (1 + r/2 (1 + r/3 (... (1 + r/11)))), innermost first.
+    p = r * T(1.0 / 11) + T(1);
+    for (int k = 10; k >= 1; --k) p = p * r * (T(1) / T(k)) + T(1);
+  }
+  const IntVec bits = (__builtin_convertvector(n, IntVec) + C::bias) << C::shift;
+  Vec<T> two_to_n;
+  __builtin_memcpy(&two_to_n, &bits, sizeof(bits));
+  return p * two_to_n;
+}
+
+// 1 / (1 + exp(-x)), lane-wise.
+template <typename T>
+SHC_INLINE Vec<T> sigmoid(Vec<T> x) {
+  return T(1) / (T(1) + exp<T>(-x));
+}
+
 }  // namespace shc::kernels
