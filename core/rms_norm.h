@@ -9,6 +9,12 @@ namespace shc {
 // y = x / sqrt(mean(x^2) + eps) over the last dimension, in at least fp32.
 torch::Tensor rms_normalize(const torch::Tensor& x, double eps);
 
+// RMSNorm with gain: rms_normalize(x) * weight, with x's dtype. On CPU one pass forward and one
+// backward (the composed ops sweep x about five times each way and save the normalised copy);
+// rms_norm_reference, the composed ops, is the reference for tests and the path on GPUs.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+torch::Tensor rms_norm_reference(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+
 class RMSNormImpl : public torch::nn::Module {
  public:
   explicit RMSNormImpl(int64_t dim, double eps = 1e-6);

@@ -6,6 +6,7 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -17,17 +18,6 @@
 // threads, so results do not depend on the thread count.
 namespace shc::kernels {
 namespace {
-
-// <a, b>: lane sums over the full vectors, then their lane_sum, then the tail in order.
-template <typename T>
-SHC_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
-  Vec<T> lanes = {};
-  int64_t e = 0;
-  for (; e + kLanes<T> <= d; e += kLanes<T>) lanes += load(a + e) * load(b + e);
-  T sum = lane_sum<T>(lanes);
-  for (; e < d; ++e) sum += a[e] * b[e];
-  return sum;
-}
 
 // out[b] = <a, rows + b * d> for four consecutive rows in one sweep over a (four independent
 // accumulators: the sums are those of dot(), bit for bit).
@@ -240,6 +230,22 @@ int64_t grain(int64_t values_per_token) {
   return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, values_per_token));
 }
 
+at::Tensor sum_partials(const at::Tensor& partial) {
+  TORCH_CHECK(partial.dim() >= 1 && partial.is_contiguous() && partial.device().is_cpu(),
+              "sum_partials: expected contiguous CPU partial sums (C, ...), got ", partial.sizes());
+  const auto shape = partial.sizes().slice(1);
+  auto out = at::zeros(shape, partial.options());
+  const int64_t chunks = partial.size(0), size = out.numel();
+  if (chunks == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(partial.scalar_type(), "sum_partials", [&] {
+    at::parallel_for(0, size, grain(chunks), [&](int64_t b, int64_t e) {
+      sum_chunks<scalar_t>(b, e, chunks, size, partial.const_data_ptr<scalar_t>(),
+                           out.mutable_data_ptr<scalar_t>());
+    });
+  });
+  return out;
+}
+
 at::Tensor stream_sum_of_squares(const at::Tensor& x) {
   check_state(x);
   const int64_t n = x.size(0), kd = x.size(1) * x.size(2);
@@ -254,10 +260,8 @@ at::Tensor stream_sum_of_squares(const at::Tensor& x) {
   return out;
 }
 
-// stream_projection_backward's token blocks: dW's partial sums cover fixed chunks of kChunkTokens
-// tokens (the thread count only decides which thread sums which chunk), each in GEMM blocks of
-// about kBlockValues state values (X and dX of a block, 1 MB in fp32, stay in a core's cache).
-constexpr int64_t kChunkTokens = 256;
+// stream_projection_backward's GEMM blocks within a chunk: about kBlockValues state values (X and
+// dX of a block, 1 MB in fp32, stay in a core's cache).
 constexpr int64_t kBlockValues = int64_t{1} << 17;
 
 ProjectionGradients stream_projection_backward(const at::Tensor& coef, const at::Tensor& weight,
@@ -322,19 +326,8 @@ ProjectionGradients stream_projection_backward(const at::Tensor& coef, const at:
         }
       }
     });
-    if (with_w) {
-      g.weight = at::empty({m, kd}, x.options());
-      const int64_t size = m * kd;
-      if (chunks == 0) {
-        g.weight.zero_();
-      } else {
-        at::parallel_for(0, size, grain(chunks), [&](int64_t b, int64_t e) {
-          sum_chunks<scalar_t>(b, e, chunks, size, ptr(partial),
-                               g.weight.mutable_data_ptr<scalar_t>());
-        });
-      }
-    }
   });
+  if (with_w) g.weight = sum_partials(partial);
   return g;
 }
 

@@ -1,6 +1,7 @@
-// 64-byte vectors for the hand-written CPU kernels (stream_kernels.cpp, routing/sinkhorn.cpp): GCC
-// vector types that each target clone lowers to its own registers. Internal to those kernel
-// files (not installed); nothing here is part of an interface.
+// 64-byte vectors for the hand-written CPU kernels in core/ (stream_kernels.cpp, the rotary,
+// SwiGLU and RMSNorm kernels, routing/sinkhorn.cpp): GCC vector types that each target clone
+// lowers to its own registers. Internal to those kernel files (not installed); nothing here is
+// part of an interface.
 #pragma once
 
 #include <cstdint>
@@ -97,6 +98,18 @@ SHC_INLINE T lane_min(Vec<T> v) {
 template <typename T>
 SHC_INLINE T lane_max(Vec<T> v) {
   return Halving<T, sizeof(Vec<T>)>::reduce(v, Max{});
+}
+
+// <a, b> over d values: lane sums over the full vectors, then their lane_sum, then the tail in
+// order (a fixed order, like every sum here).
+template <typename T>
+SHC_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
+  Vec<T> lanes = {};
+  int64_t e = 0;
+  for (; e + kLanes<T> <= d; e += kLanes<T>) lanes += load(a + e) * load(b + e);
+  T sum = lane_sum<T>(lanes);
+  for (; e < d; ++e) sum += a[e] * b[e];
+  return sum;
 }
 
 // Lane-wise exp, to about 2 ulp (float) or 1e-14 relative (double); inputs clamped to the

@@ -1,0 +1,73 @@
+// RMSNorm's CPU kernel (core/rms_norm.h) against the composed reference: output and the gradients
+// of input and gain in fp64 (1e-12) and fp32 (1e-5), with widths that fill no vector and several
+// and enough rows that the gain's gradient sums several chunks; the same bits on any thread
+// count; bf16 input normalised in fp32 and returned as bf16.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <utility>
+
+#include "core/rms_norm.h"
+
+namespace shc {
+namespace {
+
+void expect_kernel_equals_reference(torch::Dtype dtype, double tolerance) {
+  for (int64_t d : {37, 128}) {
+    // 2 x 300 rows: three chunks of the gain's partial sums, the last one short.
+    auto x = (torch::randn({2, 300, d}, dtype) * 3).requires_grad_(true);
+    auto weight = (torch::rand({d}, dtype) + 0.5).requires_grad_(true);
+    auto w = torch::randn({2, 300, d}, dtype);
+    auto y = rms_norm(x, weight, 1e-6);
+    auto grads = torch::autograd::grad({(y * w).sum()}, {x, weight});
+    auto y_ref = rms_norm_reference(x, weight, 1e-6);
+    auto grads_ref = torch::autograd::grad({(y_ref * w).sum()}, {x, weight});
+    EXPECT_TRUE(torch::allclose(y, y_ref, tolerance, tolerance)) << "d = " << d;
+    EXPECT_TRUE(torch::allclose(grads[0], grads_ref[0], tolerance, tolerance)) << "d = " << d;
+    EXPECT_TRUE(torch::allclose(grads[1], grads_ref[1], tolerance, tolerance)) << "d = " << d;
+  }
+}
+
+TEST(RMSNormKernel, EqualsReferenceInFp64) {
+  torch::manual_seed(1);
+  expect_kernel_equals_reference(torch::kDouble, 1e-12);
+}
+
+TEST(RMSNormKernel, EqualsReferenceInFp32) {
+  torch::manual_seed(2);
+  expect_kernel_equals_reference(torch::kFloat, 1e-5);
+}
+
+TEST(RMSNormKernel, SameBitsOnAnyThreadCount) {
+  torch::manual_seed(3);
+  auto x = torch::randn({3000, 96}).requires_grad_(true);
+  auto weight = torch::rand({96}).requires_grad_(true);
+  auto w = torch::randn({3000, 96});
+  auto run = [&] {
+    auto y = rms_norm(x, weight, 1e-6);
+    auto grads = torch::autograd::grad({(y * w).sum()}, {x, weight});
+    return std::make_pair(y.detach(), grads);
+  };
+  const int threads = torch::get_num_threads();
+  torch::set_num_threads(1);
+  const auto one = run();
+  torch::set_num_threads(3);
+  const auto three = run();
+  torch::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(one.first, three.first));
+  EXPECT_TRUE(torch::equal(one.second[0], three.second[0]));
+  EXPECT_TRUE(torch::equal(one.second[1], three.second[1]));
+}
+
+TEST(RMSNormKernel, Bf16InputIsNormalisedInFp32) {
+  torch::manual_seed(4);
+  auto x = torch::randn({4, 64}).to(torch::kBFloat16);
+  auto weight = torch::rand({64});
+  auto y = rms_norm(x, weight, 1e-6);
+  EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::allclose(y.to(torch::kFloat),
+                              rms_norm_reference(x, weight, 1e-6).to(torch::kFloat), 1e-2, 1e-2));
+}
+
+}  // namespace
+}  // namespace shc
