@@ -2,8 +2,6 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/LegacyTypeDispatch.h>
-#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
@@ -260,10 +258,6 @@ at::Tensor stream_sum_of_squares(const at::Tensor& x) {
   return out;
 }
 
-// stream_projection_backward's GEMM blocks within a chunk: about kBlockValues state values (X and
-// dX of a block, 1 MB in fp32, stay in a core's cache).
-constexpr int64_t kBlockValues = int64_t{1} << 17;
-
 ProjectionGradients stream_projection_backward(const at::Tensor& coef, const at::Tensor& weight,
                                                const at::Tensor& x, const at::Tensor& scale,
                                                const at::Tensor& pre, const at::Tensor& grad_u,
@@ -286,48 +280,20 @@ ProjectionGradients stream_projection_backward(const at::Tensor& coef, const at:
     check_operand(grad_out, x, {n, r, d}, "grad_out");
   }
   ProjectionGradients g;
-  if (with_x) g.x = at::empty_like(x);
-  if (!with_x && !with_w) return g;
-  const int64_t chunks = (n + kChunkTokens - 1) / kChunkTokens;
-  const int64_t block = std::clamp<int64_t>(kBlockValues / kd, 1, kChunkTokens);
-  // One (m, k*d) partial dW per chunk; a chunk's blocks add to it in order.
-  auto partial = with_w ? at::empty({chunks, m, kd}, x.options()) : at::Tensor();
-  const auto flat_x = x.view({n, kd});
-  const auto flat_grad = with_x ? g.x.view({n, kd}) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stream_projection_backward", [&] {
-    auto ptr = [](const at::Tensor& t) {
-      return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
-    };
-    at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
-      // Plain kernels: autograd's mode is per thread, and a worker thread's would see operands
-      // that require grad (the saved inputs) and refuse the out= GEMMs.
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      for (int64_t c = c_begin; c < c_end; ++c) {
-        const int64_t chunk_end = std::min(n, (c + 1) * kChunkTokens);
-        for (int64_t t = c * kChunkTokens; t < chunk_end; t += block) {
-          const int64_t len = std::min(block, chunk_end - t);
-          const auto coef_block = coef.narrow(0, t, len);
-          const auto x_block = flat_x.narrow(0, t, len);
-          if (with_x) {
-            auto grad_block = flat_grad.narrow(0, t, len);
-            at::mm_out(grad_block, coef_block, weight);
-            state_gradient_tokens<scalar_t>(t, t + len, k, d, r, ptr(x), ptr(scale), ptr(pre),
-                                            ptr(grad_u), ptr(res), ptr(grad_out),
-                                            g.x.mutable_data_ptr<scalar_t>());
-          }
-          if (with_w) {
-            auto p = partial.select(0, c);
-            if (t == c * kChunkTokens) {
-              at::mm_out(p, coef_block.t(), x_block);
-            } else {
-              p.addmm_(coef_block.t(), x_block);
-            }
-          }
-        }
-      }
+  if (with_x) {
+    // coef W as one GEMM: a per-token term in the sweep would re-read W for every token.
+    g.x = at::mm(coef, weight).view({n, k, d});
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stream_projection_backward", [&] {
+      auto ptr = [](const at::Tensor& t) {
+        return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+      };
+      at::parallel_for(0, n, grain((2 * k + r + 1) * d), [&](int64_t b, int64_t e) {
+        state_gradient_tokens<scalar_t>(b, e, k, d, r, ptr(x), ptr(scale), ptr(pre), ptr(grad_u),
+                                        ptr(res), ptr(grad_out), g.x.mutable_data_ptr<scalar_t>());
+      });
     });
-  });
-  if (with_w) g.weight = sum_partials(partial);
+  }
+  if (with_w) g.weight = at::mm(coef.t(), x.view({n, kd}));
   return g;
 }
 

@@ -35,9 +35,7 @@ at::Tensor stream_sum_of_squares(const at::Tensor& x);
 //   dW      = sum_t coef[t]^T vec X[t]
 // coef (N, m), weight (m, k*d), x (N, k, d), scale (N); the read part (pre (N, k), grad_u (N, d))
 // and the write part (res (N, r, k), grad_out (N, r, d)) may each be undefined (absent).
-// It runs block by block of tokens (GEMM, sweep, GEMM), so a block's X and dX are still in the
-// core's cache for the next step rather than swept three times over the whole state. dW sums
-// fixed chunks of tokens in a fixed order: its bits do not depend on the thread count.
+// Two GEMMs (coef W, then dW) and one sweep between them that adds the rest onto coef W in place.
 struct ProjectionGradients {
   at::Tensor x;       // (N, k, d) (undefined unless with_x)
   at::Tensor weight;  // (m, k*d)  (undefined unless with_w)
