@@ -119,8 +119,12 @@ torch::Tensor rms_normalize(const torch::Tensor& x, double eps) {
 }
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  TORCH_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1) &&
+                  weight.device() == x.device(),
+              "rms_norm: the gain must be one value per feature of x, on x's device; got x ",
+              x.sizes(), " on ", x.device(), " and gain ", weight.sizes(), " on ", weight.device());
+  if (!x.device().is_cpu() || x.numel() == 0) return rms_norm_reference(x, weight, eps);
   auto xf = at_least_fp32(x);
-  if (!xf.device().is_cpu() || xf.numel() == 0) return rms_norm_reference(x, weight, eps);
   return RMSNormFunction::apply(xf, weight.to(xf.scalar_type()), eps).to(x.scalar_type());
 }
 

@@ -113,8 +113,8 @@ void check_rotary_input(const torch::Tensor& x) {
 
 torch::Tensor apply_rotary(const torch::Tensor& x, int64_t offset, double base) {
   check_rotary_input(x);
+  if (!x.device().is_cpu()) return apply_rotary_reference(x, offset, base);
   auto xf = at_least_fp32(x);
-  if (!xf.device().is_cpu()) return apply_rotary_reference(x, offset, base);
   const int64_t t = x.size(2), half = x.size(3) / 2;
   auto tables = rotary_tables(t, half, offset, base, xf.options());
   return RotaryEmbedding::apply(xf, tables.cos, tables.sin).to(x.scalar_type());

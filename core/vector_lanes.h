@@ -28,6 +28,9 @@ struct VectorOf {
 };
 template <typename T>
 using Vec = typename VectorOf<T>::type;
+// aligned(sizeof(T)) lowers the vector's alignment to its element's, so load and store below may
+// take any element pointer (GCC then emits unaligned moves).
+static_assert(alignof(Vec<float>) == alignof(float) && alignof(Vec<double>) == alignof(double));
 
 template <typename T>
 constexpr int64_t kLanes = 64 / sizeof(T);
@@ -159,7 +162,10 @@ SHC_INLINE Vec<T> exp(Vec<T> x) {
     p = r * T(1.0 / 11) + T(1);
     for (int k = 10; k >= 1; --k) p = p * r * (T(1) / T(k)) + T(1);
   }
-  const IntVec bits = (__builtin_convertvector(n, IntVec) + C::bias) << C::shift;
+  // A NaN input passed both clamps and made n NaN (p is NaN already): convert 0 in its place, as
+  // converting NaN to an integer is undefined.
+  const IntVec bits = (__builtin_convertvector(n == n ? n : Vec<T>{}, IntVec) + C::bias)
+                      << C::shift;
   Vec<T> two_to_n;
   __builtin_memcpy(&two_to_n, &bits, sizeof(bits));
   return p * two_to_n;

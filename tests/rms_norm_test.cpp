@@ -1,10 +1,12 @@
 // RMSNorm's CPU kernel (core/rms_norm.h) against the composed reference: output and the gradients
 // of input and gain in fp64 (1e-12) and fp32 (1e-5), with widths that fill no vector and several
 // and enough rows that the gain's gradient sums several chunks; the same bits on any thread
-// count; bf16 input normalised in fp32 and returned as bf16.
+// count; bf16 input normalised in fp32 and returned as bf16; non-contiguous input; the error for
+// a gain of the wrong size.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <string>
 #include <utility>
 
 #include "core/rms_norm.h"
@@ -67,6 +69,28 @@ TEST(RMSNormKernel, Bf16InputIsNormalisedInFp32) {
   EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
   EXPECT_TRUE(torch::allclose(y.to(torch::kFloat),
                               rms_norm_reference(x, weight, 1e-6).to(torch::kFloat), 1e-2, 1e-2));
+}
+
+// A transposed (non-contiguous) input normalises its last dimension like the reference.
+TEST(RMSNormKernel, NonContiguousInputEqualsReference) {
+  torch::manual_seed(5);
+  auto x = torch::randn({48, 3}, torch::kDouble).t();  // (3, 48), last-dimension stride 3
+  auto weight = torch::rand({48}, torch::kDouble);
+  EXPECT_TRUE(torch::allclose(rms_norm(x, weight, 1e-6), rms_norm_reference(x, weight, 1e-6), 1e-12,
+                              1e-12));
+}
+
+// A gain that is not one value per feature is an error (the kernel would read past it).
+TEST(RMSNormKernel, GainOfTheWrongSizeIsAnError) {
+  try {
+    rms_norm(torch::randn({4, 64}), torch::ones({1}), 1e-6);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rms_norm: the gain must be one value per feature of x, "
+                                         "on x's device; got x [4, 64] on cpu and gain [1] on cpu"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

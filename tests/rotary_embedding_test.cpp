@@ -47,6 +47,15 @@ TEST(RotaryEmbedding, KernelEqualsReferenceInFp32) {
   expect_kernel_equals_reference(torch::kFloat, 1e-6);
 }
 
+// The gradient of y.sum() reaches backward expanded (every stride 0): it is rotated like any other.
+TEST(RotaryEmbedding, ExpandedGradientEqualsReference) {
+  torch::manual_seed(6);
+  auto x = heads_view(2, 3, 5, 16, torch::kDouble).requires_grad_(true);
+  auto grad = torch::autograd::grad({apply_rotary(x, 2, 10000.0).sum()}, {x})[0];
+  auto grad_ref = torch::autograd::grad({apply_rotary_reference(x, 2, 10000.0).sum()}, {x})[0];
+  EXPECT_TRUE(torch::allclose(grad, grad_ref, 1e-12, 1e-12));
+}
+
 // The rotation preserves each pair's norm, and position 0 is not rotated at all.
 TEST(RotaryEmbedding, RotatesPairsWithoutChangingTheirNorm) {
   torch::manual_seed(3);
@@ -70,8 +79,8 @@ TEST(RotaryEmbedding, Bf16InputRotatesInFp32) {
   EXPECT_TRUE(torch::allclose(y.to(torch::kFloat), reference.to(torch::kFloat), 1e-2, 1e-2));
 }
 
-// Enough rows (4096 positions x heads) that the kernel is threaded: one thread and three give the
-// same bits, forward and backward.
+// Enough rows (4096 positions x heads) that the kernel is threaded: one thread and three split the
+// rows differently, and a row index taken relative to a thread's range would show here.
 TEST(RotaryEmbedding, SameBitsOnAnyThreadCount) {
   torch::manual_seed(5);
   auto x = heads_view(2, 4, 512, 64, torch::kFloat).requires_grad_(true);

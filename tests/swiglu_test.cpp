@@ -41,6 +41,8 @@ TEST(SwiGLU, KernelEqualsReferenceInFp32) {
   expect_kernel_equals_reference(torch::kFloat, 1e-6);
 }
 
+// One thread and three split the rows differently: a row index taken relative to a thread's range
+// would show here.
 TEST(SwiGLU, SameBitsOnAnyThreadCount) {
   torch::manual_seed(3);
   auto gate_up = torch::randn({4096, 2 * 48}).requires_grad_(true);
@@ -97,14 +99,21 @@ double exp_relative_error(T lo, T hi) {
 TEST(VectorExp, MatchesStdExpOverTheFiniteRange) {
   EXPECT_LT(exp_relative_error<float>(-87.0f, 88.0f), 2.5e-7);  // ~2 ulp
   EXPECT_LT(exp_relative_error<double>(-700.0, 700.0), 1e-14);
-  // Outside, the input is clamped: finite, never 0 or inf.
-  float big[16] = {-1000, 1000, -88.5f, 88.5f};
+  // Outside, the input is clamped: finite, never 0 or inf; NaN stays NaN.
+  float big[16] = {-1000, 1000, -88.5f, 88.5f, std::nanf("")};
   float out[16];
   kernels::store(out, kernels::exp<float>(kernels::load(big)));
   EXPECT_GT(out[0], 0);
   EXPECT_TRUE(std::isfinite(out[1]));
   EXPECT_GT(out[2], 0);
   EXPECT_TRUE(std::isfinite(out[3]));
+  EXPECT_TRUE(std::isnan(out[4]));
+  double wide[8] = {-1e4, 1e4, std::nan("")};
+  double wide_out[8];
+  kernels::store(wide_out, kernels::exp<double>(kernels::load(wide)));
+  EXPECT_GT(wide_out[0], 0);
+  EXPECT_TRUE(std::isfinite(wide_out[1]));
+  EXPECT_TRUE(std::isnan(wide_out[2]));
 }
 
 }  // namespace
