@@ -12,6 +12,10 @@ torch::Tensor normalized_stream_state(const torch::Tensor& streams, double eps) 
   return rms_normalize(streams.flatten(-2), eps);
 }
 
+torch::Tensor first_stream(const torch::Tensor& streams) {
+  return streams.size(-2) == 1 ? streams.squeeze(-2) : streams.select(-2, 0);
+}
+
 torch::Tensor StreamState::dense() const {
   return basis.defined() ? torch::matmul(basis.to(coords.scalar_type()), coords) : coords;
 }
@@ -58,7 +62,7 @@ Routing HyperConnectionImpl::route(const StreamState& state, const torch::Tensor
 }
 
 torch::Tensor HyperConnectionImpl::read(const StreamState& state, const Routing& routing) const {
-  if (!router_) return state.coords.select(-2, 0);
+  if (!router_) return first_stream(state.coords);
   FullPrecisionScope full_precision;
   const auto& x = state.coords;
   auto pre = routing.pre.to(x.scalar_type());

@@ -24,6 +24,10 @@
 
 namespace shc {
 
+// Stream 0 of (..., k, d) streams -> (..., d). One stream is squeezed, a view whose gradient is a
+// view too; select's backward would write a zero-filled copy of the whole state.
+torch::Tensor first_stream(const torch::Tensor& streams);
+
 // RMSNorm(vec S): (..., n, d) -> (..., n*d) in fp32.
 torch::Tensor normalized_stream_state(const torch::Tensor& streams, double eps);
 

@@ -141,7 +141,7 @@ torch::Tensor SHCTransformerImpl::final_hidden(const torch::Tensor& streams) {
     x = reduce_streams(streams, v, stream_ops_);
   } else {
     // The plain residual carries one stream; history has no reducer and reads its latest state.
-    x = streams.select(-2, 0);
+    x = first_stream(streams);
   }
   return final_norm(x);
 }
