@@ -12,13 +12,9 @@
 #include "stream_kernels.h"
 #include "vector_lanes.h"
 
-namespace shc {
+// The row kernels live beside the other CPU kernels' helpers (vector_lanes.h).
+namespace shc::kernels {
 namespace {
-
-using kernels::kLanes;
-using kernels::load;
-using kernels::store;
-using kernels::Vec;
 
 // y = x r w per row, r = 1 / sqrt(mean(x^2) + eps) (saved per row for backward).
 template <typename T>
@@ -63,6 +59,12 @@ SHC_VECTORISED void norm_backward_rows(int64_t begin, int64_t end, int64_t d, co
   }
 }
 
+}  // namespace
+}  // namespace shc::kernels
+
+namespace shc {
+namespace {
+
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -78,9 +80,10 @@ struct RMSNormFunction : torch::autograd::Function<RMSNormFunction> {
     auto inv_rms = torch::empty({rows}, in.options());
     AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "rms_norm", [&] {
       at::parallel_for(0, rows, kernels::grain(2 * d), [&](int64_t b, int64_t e) {
-        norm_rows<scalar_t>(b, e, d, static_cast<scalar_t>(eps), in.const_data_ptr<scalar_t>(),
-                            w.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
-                            inv_rms.mutable_data_ptr<scalar_t>());
+        kernels::norm_rows<scalar_t>(b, e, d, static_cast<scalar_t>(eps),
+                                     in.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                     y.mutable_data_ptr<scalar_t>(),
+                                     inv_rms.mutable_data_ptr<scalar_t>());
       });
     });
     ctx->save_for_backward({in, w, inv_rms});
@@ -100,7 +103,7 @@ struct RMSNormFunction : torch::autograd::Function<RMSNormFunction> {
         for (int64_t c = c_begin; c < c_end; ++c) {
           const int64_t begin = c * kernels::kChunkTokens;
           const int64_t end = std::min(rows, begin + kernels::kChunkTokens);
-          norm_backward_rows<scalar_t>(
+          kernels::norm_backward_rows<scalar_t>(
               begin, end, d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
               inv_rms.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
               dx.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<scalar_t>() + c * d);

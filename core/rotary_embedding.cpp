@@ -9,34 +9,14 @@
 #include "stream_kernels.h"
 #include "vector_lanes.h"
 
-namespace shc {
+// The row kernel lives beside the other CPU kernels' helpers (vector_lanes.h).
+namespace shc::kernels {
 namespace {
-
-using kernels::kLanes;
-using kernels::load;
-using kernels::store;
-using kernels::Vec;
-
-struct Tables {
-  torch::Tensor cos, sin;  // (T, half)
-};
-
-// cos and sin of angle(p, i) = p * base^(-2i / head_dim), in `dtype`; both paths use these.
-Tables rotary_tables(int64_t t, int64_t half, int64_t offset, double base,
-                     torch::TensorOptions opts) {
-  auto inv_freq = torch::pow(base, -torch::arange(0, half, opts) / double(half));
-  auto angles = torch::outer(torch::arange(offset, offset + t, opts), inv_freq);
-  return {angles.cos(), angles.sin()};
-}
 
 // Strides of a (batch, heads, T, head_dim) tensor whose last dimension is contiguous.
 struct RowStrides {
   int64_t batch, head, position;
 };
-
-RowStrides row_strides(const torch::Tensor& t) {
-  return {t.stride(0), t.stride(1), t.stride(2)};
-}
 
 // out = x rotated by sign * angle, row by row (a row: one position of one head, head_dim values).
 // Each value depends only on its own pair, so any split of rows between threads gives the same
@@ -67,6 +47,30 @@ SHC_VECTORISED void rotate_rows(int64_t begin, int64_t end, int64_t heads, int64
   }
 }
 
+}  // namespace
+}  // namespace shc::kernels
+
+namespace shc {
+namespace {
+
+struct Tables {
+  torch::Tensor cos, sin;  // (T, half)
+};
+
+// cos and sin of angle(p, i) = p * base^(-2i / head_dim), in `dtype`; both paths use these.
+Tables rotary_tables(int64_t t, int64_t half, int64_t offset, double base,
+                     torch::TensorOptions opts) {
+  auto inv_freq = torch::pow(base, -torch::arange(0, half, opts) / double(half));
+  auto angles = torch::outer(torch::arange(offset, offset + t, opts), inv_freq);
+  return {angles.cos(), angles.sin()};
+}
+
+using kernels::RowStrides;
+
+RowStrides row_strides(const torch::Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2)};
+}
+
 // out (shaped and strided like x) = x rotated by sign * the tables' angles.
 torch::Tensor rotate(const torch::Tensor& x, const Tables& tables, double sign) {
   auto in = x.stride(-1) == 1 ? x : x.contiguous();
@@ -80,8 +84,8 @@ torch::Tensor rotate(const torch::Tensor& x, const Tables& tables, double sign) 
     auto* op = out.mutable_data_ptr<scalar_t>();
     const auto xs = row_strides(in), os = row_strides(out);
     at::parallel_for(0, rows, kernels::grain(2 * half), [&](int64_t b, int64_t e) {
-      rotate_rows<scalar_t>(b, e, heads, t, half, xp, xs, cp, sp, static_cast<scalar_t>(sign), op,
-                            os);
+      kernels::rotate_rows<scalar_t>(b, e, heads, t, half, xp, xs, cp, sp,
+                                     static_cast<scalar_t>(sign), op, os);
     });
   });
   return out;

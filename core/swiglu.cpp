@@ -10,13 +10,9 @@
 
 #include <cmath>
 
-namespace shc {
+// The row kernels live beside the other CPU kernels' helpers (vector_lanes.h).
+namespace shc::kernels {
 namespace {
-
-using kernels::kLanes;
-using kernels::load;
-using kernels::store;
-using kernels::Vec;
 
 // Rows [begin, end) of gate_up (rows, 2F) -> y (rows, F).
 template <typename T>
@@ -59,6 +55,12 @@ SHC_VECTORISED void swiglu_backward_rows(int64_t begin, int64_t end, int64_t f, 
   }
 }
 
+}  // namespace
+}  // namespace shc::kernels
+
+namespace shc {
+namespace {
+
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -73,8 +75,8 @@ struct SwiGLU : torch::autograd::Function<SwiGLU> {
     auto y = torch::empty(shape, in.options());
     AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "swiglu", [&] {
       at::parallel_for(0, rows, kernels::grain(3 * f), [&](int64_t b, int64_t e) {
-        swiglu_rows<scalar_t>(b, e, f, in.const_data_ptr<scalar_t>(),
-                              y.mutable_data_ptr<scalar_t>());
+        kernels::swiglu_rows<scalar_t>(b, e, f, in.const_data_ptr<scalar_t>(),
+                                       y.mutable_data_ptr<scalar_t>());
       });
     });
     return y;
@@ -87,9 +89,9 @@ struct SwiGLU : torch::autograd::Function<SwiGLU> {
     auto grad = torch::empty_like(in);
     AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "swiglu_backward", [&] {
       at::parallel_for(0, rows, kernels::grain(5 * f), [&](int64_t b, int64_t e) {
-        swiglu_backward_rows<scalar_t>(b, e, f, in.const_data_ptr<scalar_t>(),
-                                       dy.const_data_ptr<scalar_t>(),
-                                       grad.mutable_data_ptr<scalar_t>());
+        kernels::swiglu_backward_rows<scalar_t>(b, e, f, in.const_data_ptr<scalar_t>(),
+                                                dy.const_data_ptr<scalar_t>(),
+                                                grad.mutable_data_ptr<scalar_t>());
       });
     });
     return {grad};
