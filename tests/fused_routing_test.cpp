@@ -18,6 +18,7 @@
 #include "core/stream_kernels.h"
 #include "core/transformer.h"
 #include "jobs/counting_allocator.h"
+#include "tests/kernel_test_util.h"
 #include "tests/test_model_config.h"
 
 namespace shc {
@@ -233,8 +234,7 @@ TEST(FusedRouting, ProjectionBackwardEqualsTheFormula) {
   torch::manual_seed(5);
   const auto f64 = torch::kDouble;
   const int64_t tokens = 600, k = 4, r = 3, d = 301, m = 6;
-  const int threads = torch::get_num_threads();
-  torch::set_num_threads(2);
+  test::ThreadCount threads(2);
   auto x = torch::randn({tokens, k, d}, f64).requires_grad_(true);
   auto weight = torch::randn({m, k * d}, f64).requires_grad_(true);
   auto coef = torch::randn({tokens, m}, f64), scale = torch::randn({tokens}, f64);
@@ -260,7 +260,6 @@ TEST(FusedRouting, ProjectionBackwardEqualsTheFormula) {
       kernels::stream_projection_backward(coef, weight, x, scale, {}, {}, {}, {}, false, true);
   EXPECT_FALSE(only_w.x.defined());
   EXPECT_TRUE(torch::equal(only_w.weight, g.weight));
-  torch::set_num_threads(threads);
 }
 
 // The kernels split tokens between threads, and each output is summed in a fixed order: the
@@ -296,15 +295,7 @@ TEST(FusedRouting, KernelsGiveTheSameBitsOnAnyThreadCount) {
     out.insert(out.end(), {mixing.alpha.detach(), mixing.res.detach(), z.grad(), q.grad()});
     return out;
   };
-  const int threads = torch::get_num_threads();
-  torch::set_num_threads(1);
-  const auto one = run();
-  torch::set_num_threads(3);
-  const auto three = run();
-  torch::set_num_threads(threads);
-  ASSERT_EQ(one.size(), three.size());
-  for (size_t i = 0; i < one.size(); ++i)
-    EXPECT_TRUE(torch::equal(one[i], three[i])) << "output " << i;
+  test::expect_same_bits_on_one_and_three_threads(run);
 }
 
 // The fused path sums the state gradient of projection, read and write in the projection's

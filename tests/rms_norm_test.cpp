@@ -7,9 +7,9 @@
 #include <torch/torch.h>
 
 #include <string>
-#include <utility>
 
 #include "core/rms_norm.h"
+#include "tests/kernel_test_util.h"
 
 namespace shc {
 namespace {
@@ -20,13 +20,10 @@ void expect_kernel_equals_reference(torch::Dtype dtype, double tolerance) {
     auto x = (torch::randn({2, 300, d}, dtype) * 3).requires_grad_(true);
     auto weight = (torch::rand({d}, dtype) + 0.5).requires_grad_(true);
     auto w = torch::randn({2, 300, d}, dtype);
-    auto y = rms_norm(x, weight, 1e-6);
-    auto grads = torch::autograd::grad({(y * w).sum()}, {x, weight});
-    auto y_ref = rms_norm_reference(x, weight, 1e-6);
-    auto grads_ref = torch::autograd::grad({(y_ref * w).sum()}, {x, weight});
-    EXPECT_TRUE(torch::allclose(y, y_ref, tolerance, tolerance)) << "d = " << d;
-    EXPECT_TRUE(torch::allclose(grads[0], grads_ref[0], tolerance, tolerance)) << "d = " << d;
-    EXPECT_TRUE(torch::allclose(grads[1], grads_ref[1], tolerance, tolerance)) << "d = " << d;
+    test::expect_all_close(
+        test::output_and_gradients(rms_norm(x, weight, 1e-6), w, {x, weight}),
+        test::output_and_gradients(rms_norm_reference(x, weight, 1e-6), w, {x, weight}), tolerance,
+        "d = " + std::to_string(d));
   }
 }
 
@@ -45,20 +42,9 @@ TEST(RMSNormKernel, SameBitsOnAnyThreadCount) {
   auto x = torch::randn({3000, 96}).requires_grad_(true);
   auto weight = torch::rand({96}).requires_grad_(true);
   auto w = torch::randn({3000, 96});
-  auto run = [&] {
-    auto y = rms_norm(x, weight, 1e-6);
-    auto grads = torch::autograd::grad({(y * w).sum()}, {x, weight});
-    return std::make_pair(y.detach(), grads);
-  };
-  const int threads = torch::get_num_threads();
-  torch::set_num_threads(1);
-  const auto one = run();
-  torch::set_num_threads(3);
-  const auto three = run();
-  torch::set_num_threads(threads);
-  EXPECT_TRUE(torch::equal(one.first, three.first));
-  EXPECT_TRUE(torch::equal(one.second[0], three.second[0]));
-  EXPECT_TRUE(torch::equal(one.second[1], three.second[1]));
+  test::expect_same_bits_on_one_and_three_threads([&] {
+    return test::output_and_gradients(rms_norm(x, weight, 1e-6), w, {x, weight});
+  });
 }
 
 TEST(RMSNormKernel, Bf16InputIsNormalisedInFp32) {
@@ -82,15 +68,12 @@ TEST(RMSNormKernel, NonContiguousInputEqualsReference) {
 
 // A gain that is not one value per feature is an error (the kernel would read past it).
 TEST(RMSNormKernel, GainOfTheWrongSizeIsAnError) {
-  try {
-    rms_norm(torch::randn({4, 64}), torch::ones({1}), 1e-6);
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("rms_norm: the gain must be one value per feature of x, "
-                                         "on x's device; got x [4, 64] on cpu and gain [1] on cpu"),
-              std::string::npos)
-        << e.what();
-  }
+  test::expect_error(
+      [] {
+        rms_norm(torch::randn({4, 64}), torch::ones({1}), 1e-6);
+      },
+      "rms_norm: the gain must be one value per feature of x, on x's device; got x "
+      "[4, 64] on cpu and gain [1] on cpu");
 }
 
 }  // namespace

@@ -6,9 +6,9 @@
 #include <torch/torch.h>
 
 #include <string>
-#include <utility>
 
 #include "core/rotary_embedding.h"
+#include "tests/kernel_test_util.h"
 
 namespace shc {
 namespace {
@@ -27,12 +27,11 @@ void expect_kernel_equals_reference(torch::Dtype dtype, double tolerance) {
       auto x = heads_view(2, 3, 7, head_dim, dtype).requires_grad_(true);
       auto w = torch::randn({2, 3, 7, head_dim}, dtype);
       auto y = apply_rotary(x, offset, 10000.0);
-      auto grad = torch::autograd::grad({(y * w).sum()}, {x})[0];
-      auto y_ref = apply_rotary_reference(x, offset, 10000.0);
-      auto grad_ref = torch::autograd::grad({(y_ref * w).sum()}, {x})[0];
       EXPECT_EQ(y.scalar_type(), dtype) << what;
-      EXPECT_TRUE(torch::allclose(y, y_ref, tolerance, tolerance)) << what;
-      EXPECT_TRUE(torch::allclose(grad, grad_ref, tolerance, tolerance)) << what;
+      test::expect_all_close(
+          test::output_and_gradients(y, w, {x}),
+          test::output_and_gradients(apply_rotary_reference(x, offset, 10000.0), w, {x}), tolerance,
+          what);
     }
   }
 }
@@ -85,32 +84,16 @@ TEST(RotaryEmbedding, SameBitsOnAnyThreadCount) {
   torch::manual_seed(5);
   auto x = heads_view(2, 4, 512, 64, torch::kFloat).requires_grad_(true);
   auto w = torch::randn({2, 4, 512, 64});
-  auto run = [&] {
-    auto y = apply_rotary(x, 7, 10000.0);
-    auto grad = torch::autograd::grad({(y * w).sum()}, {x})[0];
-    return std::make_pair(y.detach(), grad);
-  };
-  const int threads = torch::get_num_threads();
-  torch::set_num_threads(1);
-  const auto one = run();
-  torch::set_num_threads(3);
-  const auto three = run();
-  torch::set_num_threads(threads);
-  EXPECT_TRUE(torch::equal(one.first, three.first));
-  EXPECT_TRUE(torch::equal(one.second, three.second));
+  test::expect_same_bits_on_one_and_three_threads(
+      [&] { return test::output_and_gradients(apply_rotary(x, 7, 10000.0), w, {x}); });
 }
 
 TEST(RotaryEmbedding, OddHeadWidthIsAnError) {
-  auto x = torch::randn({1, 2, 3, 5});
-  try {
-    apply_rotary(x, 0, 10000.0);
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(
-                  "apply_rotary: expected (batch, heads, T, even head_dim), got [1, 2, 3, 5]"),
-              std::string::npos)
-        << e.what();
-  }
+  test::expect_error(
+      [] {
+        apply_rotary(torch::randn({1, 2, 3, 5}), 0, 10000.0);
+      },
+      "apply_rotary: expected (batch, heads, T, even head_dim), got [1, 2, 3, 5]");
 }
 
 }  // namespace

@@ -8,11 +8,11 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "core/swiglu.h"
 #include "core/vector_lanes.h"
+#include "tests/kernel_test_util.h"
 
 namespace shc {
 namespace {
@@ -22,12 +22,9 @@ void expect_kernel_equals_reference(torch::Dtype dtype, double tolerance) {
     // Gate values up to |g| ~ 40 reach both tails of the sigmoid.
     auto gate_up = (torch::randn({3, 7, 2 * f}, dtype) * 10).requires_grad_(true);
     auto w = torch::randn({3, 7, f}, dtype);
-    auto y = swiglu(gate_up);
-    auto grad = torch::autograd::grad({(y * w).sum()}, {gate_up})[0];
-    auto y_ref = swiglu_reference(gate_up);
-    auto grad_ref = torch::autograd::grad({(y_ref * w).sum()}, {gate_up})[0];
-    EXPECT_TRUE(torch::allclose(y, y_ref, tolerance, tolerance)) << "F = " << f;
-    EXPECT_TRUE(torch::allclose(grad, grad_ref, tolerance, tolerance)) << "F = " << f;
+    test::expect_all_close(test::output_and_gradients(swiglu(gate_up), w, {gate_up}),
+                           test::output_and_gradients(swiglu_reference(gate_up), w, {gate_up}),
+                           tolerance, "F = " + std::to_string(f));
   }
 }
 
@@ -47,31 +44,16 @@ TEST(SwiGLU, SameBitsOnAnyThreadCount) {
   torch::manual_seed(3);
   auto gate_up = torch::randn({4096, 2 * 48}).requires_grad_(true);
   auto w = torch::randn({4096, 48});
-  auto run = [&] {
-    auto y = swiglu(gate_up);
-    auto grad = torch::autograd::grad({(y * w).sum()}, {gate_up})[0];
-    return std::make_pair(y.detach(), grad);
-  };
-  const int threads = torch::get_num_threads();
-  torch::set_num_threads(1);
-  const auto one = run();
-  torch::set_num_threads(3);
-  const auto three = run();
-  torch::set_num_threads(threads);
-  EXPECT_TRUE(torch::equal(one.first, three.first));
-  EXPECT_TRUE(torch::equal(one.second, three.second));
+  test::expect_same_bits_on_one_and_three_threads(
+      [&] { return test::output_and_gradients(swiglu(gate_up), w, {gate_up}); });
 }
 
 TEST(SwiGLU, OddWidthIsAnError) {
-  try {
-    swiglu(torch::randn({2, 7}));
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(
-                  "swiglu: expected (..., 2F) gate and up projections, got [2, 7]"),
-              std::string::npos)
-        << e.what();
-  }
+  test::expect_error(
+      [] {
+        swiglu(torch::randn({2, 7}));
+      },
+      "swiglu: expected (..., 2F) gate and up projections, got [2, 7]");
 }
 
 // Relative error of the lane-wise exp over [lo, hi] (and at 0 and the reduction's edges) against
