@@ -152,6 +152,10 @@ void bench_hyper_connection(const RoutingBenchOptions& o, const std::string& nam
     r.bytes_per_token = hyper_connection_bytes(n, o.hidden, /*backward=*/false, plain) +
                         (backward ? hyper_connection_bytes(n, o.hidden, true, plain) : 0.0);
     r.traffic_limit_ns_per_token = r.bytes_per_token / copy_gb_per_s;  // GB/s = bytes/ns
+    if (backward && !plain) {
+      r.floor_bytes_per_token = hyper_connection_floor_bytes(n, o.hidden);
+      r.floor_ns_per_token = r.floor_bytes_per_token / copy_gb_per_s;
+    }
     log_result(r);
     out.push_back(r);
   }
@@ -170,6 +174,15 @@ double hyper_connection_bytes(int64_t n, int64_t d, bool backward, bool plain_re
     elements = 3 * n * d + 3 * d;  // dS', S, y, du -> dS, dy
   }
   return double(elements * element_bytes);
+}
+
+double hyper_connection_floor_bytes(int64_t n, int64_t d, int64_t element_bytes) {
+  const int64_t forward_before_f = n * d + d;           // S -> u
+  const int64_t forward_after_f = 2 * n * d + d;        // S, y -> S'
+  const int64_t backward_before_f = 2 * n * d + 2 * d;  // dS', S, y -> dy
+  const int64_t backward_after_f = 3 * n * d + d;       // du, S, dS' -> dS
+  return double((forward_before_f + forward_after_f + backward_before_f + backward_after_f) *
+                element_bytes);
 }
 
 RoutingBenchReport run_routing_bench(const RoutingBenchOptions& o) {
@@ -221,7 +234,10 @@ std::string routing_bench_json(const RoutingBenchOptions& o, const RoutingBenchR
        "hyper_connection rows, fp32, per token and sublayer: forward reads S (n d) and y (d), "
        "writes u (d) and S' (n d); backward reads dS' (n d), S (n d), y (d), du (d), writes dS "
        "(n d) and dy (d): (2n+2) d + (3n+3) d elements; residual (n = 1): 3 d + 3 d. "
-       "traffic_limit_ns_per_token = bytes_per_token / copy_bandwidth"},
+       "traffic_limit_ns_per_token = bytes_per_token / copy_bandwidth. floor_bytes_per_token "
+       "(fwd_bwd, n > 1): the two passes each way that the branch between them forces, "
+       "forward S -> u and S, y -> S', backward dS', S, y -> dy and du, S, dS' -> dS: (8n+5) d "
+       "elements; floor_ns_per_token = floor_bytes_per_token / copy_bandwidth"},
       {"results", nlohmann::ordered_json::array()}};
   for (const auto& r : report.results) {
     nlohmann::ordered_json row = {{"scope", r.scope},
@@ -235,6 +251,11 @@ std::string routing_bench_json(const RoutingBenchOptions& o, const RoutingBenchR
       row["bytes_per_token"] = r.bytes_per_token;
       row["traffic_limit_ns_per_token"] = r.traffic_limit_ns_per_token;
       row["x_traffic_limit"] = r.ns_per_token / r.traffic_limit_ns_per_token;
+      if (r.floor_bytes_per_token > 0) {
+        row["floor_bytes_per_token"] = r.floor_bytes_per_token;
+        row["floor_ns_per_token"] = r.floor_ns_per_token;
+        row["x_floor"] = r.ns_per_token / r.floor_ns_per_token;
+      }
     }
     doc["results"].push_back(row);
   }

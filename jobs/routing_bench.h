@@ -34,6 +34,10 @@ struct RoutingBenchResult {
   // the time that takes at the measured copy bandwidth.
   double bytes_per_token = 0;
   double traffic_limit_ns_per_token = 0;
+  // hyper_connection scope, fwd_bwd of a multi-stream kind: the two-pass floor
+  // (hyper_connection_floor_bytes) and its time at the measured copy bandwidth (0 elsewhere).
+  double floor_bytes_per_token = 0;
+  double floor_ns_per_token = 0;
 };
 
 struct RoutingBenchReport {
@@ -49,6 +53,16 @@ struct RoutingBenchReport {
 // writes S'; backward reads dS' and writes dS and dy: 6 d elements.
 double hyper_connection_bytes(int64_t n, int64_t d, bool backward, bool plain_residual,
                               int64_t element_bytes = 4);
+
+// The least any implementation moves per token of one sublayer, forward+backward, fp32, once the
+// branch f between the passes is counted. f splits each direction into two passes over the state:
+// forward, u = H_pre S before f (reads S, writes u) and S' = H_res S + H_post y after it (reads S
+// and y, writes S'); backward, before f's backward dy, dH_res and dH_post (read dS', S and y,
+// write dy), after it dH_pre and then dS (read du, S and dS', write dS). The per-token coefficients
+// may sit inside those passes (they are token-local), so nothing else need touch the state:
+// (8n + 5) d elements, against the plain residual's 6 d. hyper_connection_bytes counts one pass
+// each way, a lower bound that no implementation with a branch reaches.
+double hyper_connection_floor_bytes(int64_t n, int64_t d, int64_t element_bytes = 4);
 
 // Runs every case of both scopes (and the copy-bandwidth measurement), logging one line per case.
 RoutingBenchReport run_routing_bench(const RoutingBenchOptions& options);

@@ -1,7 +1,7 @@
 """Runs `shc profile --routing-bench` on a small problem and checks the JSON report's schema:
 every scope x method x n x pass x projection case present once, with a positive ns_per_token;
 the hyper-connection rows carry the byte model's bytes and the memory-traffic limit at the
-measured copy bandwidth."""
+measured copy bandwidth, and their fwd_bwd rows of the multi-stream kinds the two-pass floor."""
 import json
 import subprocess
 import sys
@@ -29,6 +29,14 @@ for r in report["results"]:
         limit = r["bytes_per_token"] / report["copy_bandwidth_gb_per_s"]
         assert abs(r["traffic_limit_ns_per_token"] - limit) <= 1e-9 * limit, r
         assert abs(r["x_traffic_limit"] - r["ns_per_token"] / limit) <= 1e-6 * r["x_traffic_limit"]
+        # The two-pass floor: fwd_bwd rows of the multi-stream kinds only.
+        if r["pass"] == "fwd_bwd" and r["method"] != "residual":
+            assert r["floor_bytes_per_token"] == 4 * (8 * n + 5) * d, r
+            floor = r["floor_bytes_per_token"] / report["copy_bandwidth_gb_per_s"]
+            assert abs(r["floor_ns_per_token"] - floor) <= 1e-9 * floor, r
+            assert abs(r["x_floor"] - r["ns_per_token"] / floor) <= 1e-6 * r["x_floor"], r
+        else:
+            assert "floor_bytes_per_token" not in r, r
     cases[key] = r
 kinds = [("shc", 0), ("mhc", 10), ("mhc", 20), ("hc", 0)]
 expected = {("h_res", m, n, it, p, proj)
