@@ -5,7 +5,10 @@
 // and the hyper-connection alone
 // (route + read + write, forward+backward, identity branch) in ns per token.
 //   build/bin/residual_overhead_bench --benchmark_counters_tabular=true
-// Ratios are meaningful within one run on an otherwise idle machine.
+// Ratios are meaningful within one run on an otherwise idle machine. StepRatio's `floor` is the
+// least that ratio can be on this machine: the residual step plus the time the extra state traffic
+// of a perfect fusion (jobs/routing_bench.h, hyper_connection_floor_bytes) takes at the measured
+// copy bandwidth, over the residual step.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
@@ -16,6 +19,8 @@
 
 #include "core/transformer.h"
 #include "jobs/host_memory.h"
+#include "jobs/machine_peak.h"
+#include "jobs/routing_bench.h"
 
 namespace {
 
@@ -105,6 +110,15 @@ void StepRatio(benchmark::State& state) {
   state.counters["ratio"] = median(ratio);
   state.counters["residual_tok_s"] = tokens / median(base);
   state.counters["kind_tok_s"] = tokens / median(kind);
+  // Per sublayer (two per layer) and token, what a perfect fusion moves beyond the residual's.
+  const int64_t d = s.cfg.hidden_dim;
+  const double extra_bytes = 2.0 * double(s.cfg.n_layers) * tokens *
+                             (shc::jobs::hyper_connection_floor_bytes(s.cfg.n_streams, d) -
+                              shc::jobs::hyper_connection_bytes(1, d, false, true) -
+                              shc::jobs::hyper_connection_bytes(1, d, true, true));
+  const double copy_bytes_per_s =
+      1e9 * shc::jobs::measure_copy_bandwidth(int64_t{256} << 20, 5).gb_per_s;
+  state.counters["floor"] = 1.0 + extra_bytes / copy_bytes_per_s / median(base);
 }
 
 // Arguments: kind index (hc, mhc, shc), n, d, fused (0/1), tokens.
