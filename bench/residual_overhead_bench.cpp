@@ -6,9 +6,10 @@
 // (route + read + write, forward+backward, identity branch) in ns per token.
 //   build/bin/residual_overhead_bench --benchmark_counters_tabular=true
 // Ratios are meaningful within one run on an otherwise idle machine. StepRatio's `floor` is the
-// least that ratio can be on this machine: the residual step plus the time the extra state traffic
-// of a perfect fusion (jobs/routing_bench.h, hyper_connection_floor_bytes) takes at the measured
-// copy bandwidth, over the residual step.
+// least that ratio can be on this machine for an implementation that keeps each sublayer's passes
+// to itself: the residual step plus the time the extra state traffic of a perfect fusion
+// (jobs/routing_bench.h, hyper_connection_floor_bytes) takes at the measured copy bandwidth, over
+// the residual step.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 

@@ -235,9 +235,9 @@ std::string routing_bench_json(const RoutingBenchOptions& o, const RoutingBenchR
        "writes u (d) and S' (n d); backward reads dS' (n d), S (n d), y (d), du (d), writes dS "
        "(n d) and dy (d): (2n+2) d + (3n+3) d elements; residual (n = 1): 3 d + 3 d. "
        "traffic_limit_ns_per_token = bytes_per_token / copy_bandwidth. floor_bytes_per_token "
-       "(fwd_bwd, n > 1): the two passes each way that the branch between them forces, "
-       "forward S -> u and S, y -> S', backward dS', S, y -> dy and du, S, dS' -> dS: (8n+5) d "
-       "elements; floor_ns_per_token = floor_bytes_per_token / copy_bandwidth"},
+       "(fwd_bwd rows of hc, mhc, shc): the two passes each way that the branch between them "
+       "forces, forward S -> u and S, y -> S', backward dS', S, y -> dy and du, S, dS' -> dS: "
+       "(8n+5) d elements; floor_ns_per_token = floor_bytes_per_token / copy_bandwidth"},
       {"results", nlohmann::ordered_json::array()}};
   for (const auto& r : report.results) {
     nlohmann::ordered_json row = {{"scope", r.scope},

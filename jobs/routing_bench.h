@@ -54,14 +54,16 @@ struct RoutingBenchReport {
 double hyper_connection_bytes(int64_t n, int64_t d, bool backward, bool plain_residual,
                               int64_t element_bytes = 4);
 
-// The least any implementation moves per token of one sublayer, forward+backward, fp32, once the
-// branch f between the passes is counted. f splits each direction into two passes over the state:
-// forward, u = H_pre S before f (reads S, writes u) and S' = H_res S + H_post y after it (reads S
-// and y, writes S'); backward, before f's backward dy, dH_res and dH_post (read dS', S and y,
-// write dy), after it dH_pre and then dS (read du, S and dS', write dS). The per-token coefficients
-// may sit inside those passes (they are token-local), so nothing else need touch the state:
-// (8n + 5) d elements, against the plain residual's 6 d. hyper_connection_bytes counts one pass
-// each way, a lower bound that no implementation with a branch reaches.
+// The least an implementation that keeps each sublayer's passes to itself moves per token of one
+// sublayer, forward+backward, fp32, once the branch f between the passes is counted. f splits each
+// direction into two passes over the state: forward, u = H_pre S before f (reads S, writes u) and
+// S' = H_res S + H_post y after it (reads S and y, writes S'); backward, before f's backward dy,
+// dH_res and dH_post (read dS', S and y, write dy), after it dH_pre and then dS (read du, S and
+// dS', write dS). The per-token coefficients may sit inside those passes (they are token-local), so
+// nothing else need touch the state: (8n + 5) d elements, against the plain residual's 6 d.
+// hyper_connection_bytes counts one pass each way, a lower bound that no implementation with a
+// branch reaches. (Merging the passes of neighbouring sublayers, S' feeding the next projection
+// while in cache and likewise dS, would go below this, to (6n + 5) d.)
 double hyper_connection_floor_bytes(int64_t n, int64_t d, int64_t element_bytes = 4);
 
 // Runs every case of both scopes (and the copy-bandwidth measurement), logging one line per case.
