@@ -16,6 +16,22 @@
 namespace shc::kernels {
 namespace {
 
+// The weight's gradient is summed per fixed chunk of kChunkRows rows (the thread count only decides
+// which thread sums which chunk), then over the chunks in order, so its bits do not depend on the
+// thread count.
+constexpr int64_t kChunkRows = 256;
+
+// out[e] = sum_c partial[c * d + e] over the chunks c = 0, 1, ... in order.
+template <typename T>
+SHC_VECTORISED void sum_chunks(int64_t chunks, int64_t d, const T* __restrict partial,
+                               T* __restrict out) {
+  for (int64_t e = 0; e < d; ++e) out[e] = chunks > 0 ? partial[e] : T(0);
+  for (int64_t c = 1; c < chunks; ++c) {
+    const T* p = partial + c * d;
+    for (int64_t e = 0; e < d; ++e) out[e] += p[e];
+  }
+}
+
 // y = x r w per row, r = 1 / sqrt(mean(x^2) + eps) (saved per row for backward).
 template <typename T>
 SHC_VECTORISED void norm_rows(int64_t begin, int64_t end, int64_t d, T eps, const T* x, const T* w,
@@ -95,22 +111,25 @@ struct RMSNormFunction : torch::autograd::Function<RMSNormFunction> {
     const auto &x = saved[0], &w = saved[1], &inv_rms = saved[2];
     const auto dy = grads[0].contiguous();
     const int64_t d = x.size(-1), rows = x.numel() / d;
-    const int64_t chunks = (rows + kernels::kChunkTokens - 1) / kernels::kChunkTokens;
+    const int64_t chunks = (rows + kernels::kChunkRows - 1) / kernels::kChunkRows;
     auto dx = torch::empty_like(x);
     auto partial = torch::zeros({chunks, d}, x.options());
+    auto dw = torch::empty({d}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rms_norm_backward", [&] {
       at::parallel_for(0, chunks, 1, [&](int64_t c_begin, int64_t c_end) {
         for (int64_t c = c_begin; c < c_end; ++c) {
-          const int64_t begin = c * kernels::kChunkTokens;
-          const int64_t end = std::min(rows, begin + kernels::kChunkTokens);
+          const int64_t begin = c * kernels::kChunkRows;
+          const int64_t end = std::min(rows, begin + kernels::kChunkRows);
           kernels::norm_backward_rows<scalar_t>(
               begin, end, d, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
               inv_rms.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
               dx.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<scalar_t>() + c * d);
         }
       });
+      kernels::sum_chunks<scalar_t>(chunks, d, partial.const_data_ptr<scalar_t>(),
+                                    dw.mutable_data_ptr<scalar_t>());
     });
-    return {dx, kernels::sum_partials(partial), torch::Tensor()};
+    return {dx, dw, torch::Tensor()};
   }
 };
 

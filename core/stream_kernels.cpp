@@ -4,7 +4,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
-#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -136,17 +135,6 @@ SHC_VECTORISED void sum_of_squares_tokens(int64_t begin, int64_t end, int64_t kd
   for (int64_t t = begin; t < end; ++t) out[t] = dot(x + t * kd, x + t * kd, kd);
 }
 
-// out[e] = sum_c partial[c * size + e], c = 0, 1, ... in order, for e in [begin, end).
-template <typename T>
-SHC_VECTORISED void sum_chunks(int64_t begin, int64_t end, int64_t chunks, int64_t size,
-                               const T* __restrict partial, T* __restrict out) {
-  for (int64_t e = begin; e < end; ++e) out[e] = partial[e];
-  for (int64_t c = 1; c < chunks; ++c) {
-    const T* p = partial + c * size;
-    for (int64_t e = begin; e < end; ++e) out[e] += p[e];
-  }
-}
-
 template <typename T>
 SHC_VECTORISED void read_tokens(int64_t begin, int64_t end, int64_t k, int64_t d, const T* x,
                                 const T* pre, T* u) {
@@ -226,22 +214,6 @@ void check_operand(const at::Tensor& t, const at::Tensor& x, at::IntArrayRef sha
 
 int64_t grain(int64_t values_per_token) {
   return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, values_per_token));
-}
-
-at::Tensor sum_partials(const at::Tensor& partial) {
-  TORCH_CHECK(partial.dim() >= 1 && partial.is_contiguous() && partial.device().is_cpu(),
-              "sum_partials: expected contiguous CPU partial sums (C, ...), got ", partial.sizes());
-  const auto shape = partial.sizes().slice(1);
-  auto out = at::zeros(shape, partial.options());
-  const int64_t chunks = partial.size(0), size = out.numel();
-  if (chunks == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES(partial.scalar_type(), "sum_partials", [&] {
-    at::parallel_for(0, size, grain(chunks), [&](int64_t b, int64_t e) {
-      sum_chunks<scalar_t>(b, e, chunks, size, partial.const_data_ptr<scalar_t>(),
-                           out.mutable_data_ptr<scalar_t>());
-    });
-  });
-  return out;
 }
 
 at::Tensor stream_sum_of_squares(const at::Tensor& x) {

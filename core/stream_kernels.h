@@ -19,13 +19,6 @@ namespace shc::kernels {
 // enough work (~32k values) to outweigh the scheduling.
 int64_t grain(int64_t values_per_token);
 
-// Sums over tokens (weight gradients) whose bits must not depend on the thread count: one partial
-// sum per fixed chunk of kChunkTokens tokens (the thread count only decides which thread sums
-// which chunk), then sum_partials: partial (C, ...) -> sum_c partial[c] (...), in the order
-// c = 0, 1, ... (zeros for C = 0).
-constexpr int64_t kChunkTokens = 256;
-at::Tensor sum_partials(const at::Tensor& partial);
-
 // sum_{j,e} X[t,j,e]^2 per token: (N, k, d) -> (N).
 at::Tensor stream_sum_of_squares(const at::Tensor& x);
 
